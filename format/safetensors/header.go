@@ -15,9 +15,9 @@ const metadataKey = "__metadata__"
 
 // headerEntry is one tensor's JSON record.
 type headerEntry struct {
-	DType   *string        `json:"dtype"`
-	Shape   *[]json.Number `json:"shape"`
-	Offsets *[]json.Number `json:"data_offsets"`
+	DType   *string            `json:"dtype"`
+	Shape   *[]json.RawMessage `json:"shape"`
+	Offsets *[]json.RawMessage `json:"data_offsets"`
 }
 
 // ParseHeader parses and validates the JSON header b of a file whose data
@@ -124,7 +124,7 @@ func parseEntry(name string, raw json.RawMessage, dataSize int64) (TensorInfo, e
 	}
 	shape := make([]int64, len(*e.Shape))
 	for i, n := range *e.Shape {
-		d, err := strconv.ParseInt(string(n), 10, 64)
+		d, err := strconv.ParseInt(string(n), 10, 64) // rejects strings, fractions, exponents
 		if err != nil || d < 0 {
 			return TensorInfo{}, fmt.Errorf("shape[%d] = %s is not a non-negative integer", i, string(n))
 		}
