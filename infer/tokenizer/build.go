@@ -1,0 +1,188 @@
+package tokenizer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// maxVocab bounds vocabulary sizes so that a corrupt id cannot make build
+// allocate gigabytes.
+const maxVocab = 1 << 24
+
+// build turns a spec into a ready Tokenizer.
+func build(sp *spec) (*Tokenizer, error) {
+	if len(sp.vocab) == 0 {
+		return nil, errors.New("empty vocabulary")
+	}
+	size := len(sp.vocab)
+	for _, a := range sp.added {
+		if a.id >= maxVocab {
+			return nil, fmt.Errorf("added token %q: id %d too large", a.content, a.id)
+		}
+		size = max(size, a.id+1)
+	}
+	if size > maxVocab {
+		return nil, fmt.Errorf("vocabulary of %d ids is too large", size)
+	}
+	t := &Tokenizer{
+		byteLevel:    sp.byteLevel,
+		kind:         KindSentencePiece,
+		vocab:        make([]string, size),
+		ids:          make(map[string]int, size),
+		modelIDs:     make(map[string]int, len(sp.vocab)),
+		modelSize:    len(sp.vocab),
+		tokenTypes:   make([]TokenType, size),
+		ignoreMerges: sp.ignoreMerges,
+		byteFallback: sp.byteFallback,
+		fuseUnk:      sp.fuseUnk,
+		unk:          -1,
+		special:      map[int]bool{},
+		normalizers:  sp.normalizers,
+		pretoks:      sp.pretoks,
+		decoders:     sp.decoders,
+		bos:          -1,
+		pattern:      sp.pattern,
+	}
+	if t.byteLevel {
+		t.kind = KindByteLevel
+	}
+	copy(t.vocab, sp.vocab)
+	modelTok := make(map[string]int32, len(sp.vocab)) // token string -> id, model vocabulary only
+	for id, tok := range sp.vocab {
+		if tok == "" {
+			t.tokenTypes[id] = TokenUnused
+			continue
+		}
+		t.tokenTypes[id] = TokenNormal
+		modelTok[tok] = int32(id)
+		t.ids[tok] = id
+		if t.byteLevel {
+			if raw, ok := byteLevelDecode(tok); ok {
+				t.modelIDs[string(raw)] = id
+			}
+		} else {
+			t.modelIDs[tok] = id
+		}
+	}
+	for i := range t.byteToken {
+		t.byteToken[i] = -1
+		if t.byteLevel {
+			if id, ok := t.modelIDs[string([]byte{byte(i)})]; ok {
+				t.byteToken[i] = id
+			}
+		} else if id, ok := modelTok[fmt.Sprintf("<0x%02X>", i)]; ok {
+			t.byteToken[i] = int(id)
+			if sp.byteFallback {
+				t.tokenTypes[id] = TokenByte
+			}
+		}
+	}
+	if sp.hasUnk {
+		if id, ok := modelTok[sp.unk]; ok {
+			t.unk = int(id)
+			t.tokenTypes[id] = TokenUnknown
+		}
+	}
+
+	t.merges = make(map[uint64]mergeResult, len(sp.merges))
+	t.mergeList = make([][2]int32, 0, len(sp.merges))
+	for rank, m := range sp.merges {
+		a, okA := modelTok[m[0]]
+		b, okB := modelTok[m[1]]
+		if !okA || !okB {
+			return nil, fmt.Errorf("merge %d %q: token not in the vocabulary", rank, m[0]+" "+m[1])
+		}
+		id, ok := modelTok[m[0]+m[1]]
+		if !ok {
+			return nil, fmt.Errorf("merge %d %q: merged token %q not in the vocabulary", rank, m[0]+" "+m[1], m[0]+m[1])
+		}
+		t.merges[pairKey(a, b)] = mergeResult{int32(rank), id}
+		t.mergeList = append(t.mergeList, [2]int32{a, b})
+	}
+
+	var rawPats, normPats []addedPattern
+	t.added = make([]addedToken, len(sp.added))
+	copy(t.added, sp.added)
+	for i := range t.added {
+		a := &t.added[i]
+		t.vocab[a.id] = a.content
+		t.ids[a.content] = a.id
+		if a.special {
+			t.special[a.id] = true
+			t.tokenTypes[a.id] = TokenControl
+		} else {
+			t.tokenTypes[a.id] = TokenUserDefined
+		}
+		if a.normed && len(t.normalizers) > 0 {
+			s := a.content
+			for _, n := range t.normalizers {
+				s = n.apply(s)
+			}
+			normPats = append(normPats, addedPattern{s, a})
+		} else {
+			rawPats = append(rawPats, addedPattern{a.content, a})
+		}
+	}
+	t.addedRaw = newAddedMatcher(rawPats)
+	t.addedNorm = newAddedMatcher(normPats)
+
+	lookup := func(what, name string) (int, error) {
+		id, ok := t.ids[name]
+		if !ok {
+			return -1, fmt.Errorf("%s %q is not in the vocabulary", what, name)
+		}
+		return id, nil
+	}
+	var err error
+	switch {
+	case sp.bosName != "":
+		if t.bos, err = lookup("bos_token", sp.bosName); err != nil {
+			return nil, err
+		}
+	case sp.template != nil && len(sp.template.prefix) > 0:
+		t.bos = sp.template.prefix[0]
+	}
+	if sp.eosName != "" {
+		id, err := lookup("eos_token", sp.eosName)
+		if err != nil {
+			return nil, err
+		}
+		t.eos = append(t.eos, id)
+	}
+	for _, id := range sp.extraEOS {
+		if id < 0 || id >= size {
+			return nil, fmt.Errorf("eos id %d out of range [0, %d)", id, size)
+		}
+		dup := false
+		for _, e := range t.eos {
+			dup = dup || e == id
+		}
+		if !dup {
+			t.eos = append(t.eos, id)
+		}
+	}
+
+	switch {
+	case sp.addBOS != nil || sp.addEOS != nil:
+		// LlamaTokenizerFast rebuilds its post-processor from these flags
+		// (add_bos_token defaults to true, add_eos_token to false).
+		t.addBOSDefault = sp.addBOS == nil || *sp.addBOS
+		t.addEOSDefault = sp.addEOS != nil && *sp.addEOS
+		if t.addBOSDefault && t.bos >= 0 {
+			t.prefix = []int{t.bos}
+		}
+		if t.addEOSDefault && len(t.eos) > 0 {
+			t.suffix = []int{t.eos[0]}
+		}
+	case sp.template != nil:
+		t.prefix, t.suffix = sp.template.prefix, sp.template.suffix
+		t.addBOSDefault = len(t.prefix) > 0 && t.prefix[0] == t.bos
+		t.addEOSDefault = len(t.suffix) > 0 && len(t.eos) > 0 && t.suffix[len(t.suffix)-1] == t.eos[0]
+	}
+	for _, id := range append(append([]int(nil), t.prefix...), t.suffix...) {
+		if id < 0 || id >= size {
+			return nil, fmt.Errorf("post-processor id %d out of range [0, %d)", id, size)
+		}
+	}
+	return t, nil
+}
