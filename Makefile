@@ -1,0 +1,44 @@
+# qllama — see README.md. `make demo` runs the main job on a model it makes
+# itself; `make test` runs every test CI runs.
+GO      ?= go
+BIN     := bin
+DEMO    := demo
+SHARED  := ../shared/testdata
+
+.PHONY: all build test fuzz bench demo vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./tools/...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+# The test command CI runs (.ci/run): vet, unit tests, then each fuzz target
+# for a few seconds.
+test: vet
+	$(GO) test ./...
+	$(MAKE) fuzz
+
+FUZZTIME ?= 5s
+fuzz:
+	@set -e; for p in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz' || true); do \
+	    echo "fuzz $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# The main job on a default the project makes itself, no downloads: a tiny
+# random Llama-3.2-architecture model, then generation from it.
+demo: build
+	$(BIN)/qconvert random --shape tiny --seed 1 --out $(DEMO)/tiny-random
+	$(BIN)/qinfer info --model $(DEMO)/tiny-random
+	$(BIN)/qinfer generate --model $(DEMO)/tiny-random --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --seed 1
+
+clean:
+	rm -rf $(BIN) $(DEMO)

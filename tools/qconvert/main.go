@@ -1,0 +1,36 @@
+// Command qconvert turns Hugging Face Llama checkpoints into packed low-bit
+// files and writes random-weight checkpoints of real shapes.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "qconvert:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:            "qconvert",
+		Usage:           "convert Llama checkpoints to packed low-bit files; write random checkpoints",
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		Commands: []*cli.Command{
+			randomCommand(),
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+}
