@@ -80,7 +80,6 @@ func build(sp *spec) (*Tokenizer, error) {
 	if sp.hasUnk {
 		if id, ok := modelTok[sp.unk]; ok {
 			t.unk = int(id)
-			t.tokenTypes[id] = TokenUnknown
 		}
 	}
 
@@ -122,6 +121,9 @@ func build(sp *spec) (*Tokenizer, error) {
 		} else {
 			rawPats = append(rawPats, addedPattern{a.content, a})
 		}
+	}
+	if t.unk >= 0 {
+		t.tokenTypes[t.unk] = TokenUnknown // also when <unk> is an added special token
 	}
 	t.addedRaw = newAddedMatcher(rawPats)
 	t.addedNorm = newAddedMatcher(normPats)

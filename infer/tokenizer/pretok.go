@@ -166,7 +166,7 @@ func foldEq(r rune, c byte) bool {
 	return (c == 's' && r == 0x17F) || (c == 'k' && r == 0x212A)
 }
 
-// contraction matches 's|'t|'re|'ve|'m|'ll|'d at i (s[i] == '\'') and
+// contraction matches 's|'t|'re|'ve|'m|'ll|'d at i (s[i] == '\”) and
 // returns the end, or -1. fold selects case-insensitive matching.
 func contraction(s string, i int, fold bool) int {
 	eq := func(r rune, c byte) bool {
