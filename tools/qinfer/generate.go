@@ -54,7 +54,7 @@ func runGenerate(c *cli.Context) error {
 	}
 	defer l.Close()
 	load := time.Since(t0)
-	prompt := l.tok.Encode(c.String("prompt"), !c.Bool("no-bos") && l.tok.AddsBOS())
+	prompt := encodePrompt(l.tok, c.String("prompt"), c.Bool("no-bos"))
 	if len(prompt) == 0 {
 		return fmt.Errorf("the prompt is empty after tokenization; give some text or drop --no-bos")
 	}

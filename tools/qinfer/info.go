@@ -64,9 +64,9 @@ type modelInfo struct {
 func describe(l *loaded) modelInfo {
 	m := l.model
 	info := modelInfo{
-		Path: l.path, Layers: m.Layers, Hidden: m.Dim, FFN: m.FFNDim, Heads: m.Heads, KVHeads: m.KVHeads,
+		Path: l.path, Layers: m.Config.Layers, Hidden: m.Dim, FFN: m.FFNDim, Heads: m.Heads, KVHeads: m.KVHeads,
 		HeadDim: m.HeadDim, Vocab: m.Vocab, Context: m.MaxSeq, Tokenizer: l.tok.Kind(), TokenizerSize: l.tok.VocabSize(),
-		BOS: m.BOS, EOS: m.EOS, KVBytesPerTok: int64(2 * m.Layers * m.KVHeads * m.HeadDim * 4),
+		BOS: m.BOS, EOS: m.EOS, KVBytesPerTok: int64(2 * m.Config.Layers * m.KVHeads * m.HeadDim * 4),
 	}
 	if l.hf != nil {
 		hc := l.hf.Config
@@ -77,7 +77,11 @@ func describe(l *loaded) modelInfo {
 		}
 		info.Params = hc.ParamCount()
 		info.DType = string(l.hf.DType())
-		info.WeightBytes = l.hf.WeightBytes()
+		for _, name := range l.hf.Names() {
+			if ti, ok := l.hf.Info(name); ok {
+				info.WeightBytes += ti.Size()
+			}
+		}
 		info.RopeTheta = hc.RopeTheta
 		info.RopeScaling = "none"
 		if hc.RopeScaling != nil {

@@ -83,3 +83,12 @@ func setThreads(m *infer.Model, n int) {
 	}
 	set(m.Output)
 }
+
+// encodePrompt tokenizes text with BOS as the tokenizer config says, or
+// without it when noBOS is set.
+func encodePrompt(tok *tokenizer.Tokenizer, text string, noBOS bool) []int {
+	if noBOS {
+		return tok.Encode(text, false)
+	}
+	return tok.EncodeDefault(text)
+}

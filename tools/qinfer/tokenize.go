@@ -23,7 +23,7 @@ func tokenizeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ids := tok.Encode(c.String("text"), !c.Bool("no-bos") && tok.AddsBOS())
+			ids := encodePrompt(tok, c.String("text"), c.Bool("no-bos"))
 			if ids == nil {
 				ids = []int{}
 			}
