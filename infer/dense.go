@@ -9,9 +9,8 @@ import (
 
 // Dense is a row-major float32 matrix; it serves as Linear and as Embedding.
 type Dense struct {
-	R, C    int
-	W       []float32 // R*C values, row r at W[r*C:(r+1)*C]
-	Threads int       // goroutines for MatMul; <= 0 means GOMAXPROCS
+	R, C int
+	W    []float32 // R*C values, row r at W[r*C:(r+1)*C]
 }
 
 // NewDense wraps w (rows*cols values) without copying.
@@ -33,7 +32,7 @@ func (d *Dense) Row(dst []float32, i int) { copy(dst, d.W[i*d.C:(i+1)*d.C]) }
 // the cost is one pass over the weights however many tokens are batched.
 func (d *Dense) MatMul(dst, x []float32, n int) {
 	rows, cols := d.R, d.C
-	ParallelFor(rows, d.Threads, func(lo, hi int) {
+	ParallelFor(rows, func(lo, hi int) {
 		var impl gonum.Implementation
 		for r := lo; r < hi; r++ {
 			w := d.W[r*cols : (r+1)*cols]
@@ -44,12 +43,10 @@ func (d *Dense) MatMul(dst, x []float32, n int) {
 	})
 }
 
-// ParallelFor splits [0, n) into contiguous chunks run on up to threads
-// goroutines (GOMAXPROCS when threads <= 0) and waits for them.
-func ParallelFor(n, threads int, fn func(lo, hi int)) {
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+// ParallelFor splits [0, n) into contiguous chunks run on GOMAXPROCS
+// goroutines and waits for them.
+func ParallelFor(n int, fn func(lo, hi int)) {
+	threads := runtime.GOMAXPROCS(0)
 	if threads > n {
 		threads = n
 	}

@@ -63,9 +63,8 @@ type Step struct {
 // grow to the largest batch seen and are reused. A Runner is not safe for
 // concurrent use; make one per goroutine.
 type Runner struct {
-	M       *Model
-	Threads int // goroutines for attention; <= 0 means GOMAXPROCS
-	buf     struct {
+	M   *Model
+	buf struct {
 		x, xn, q, k, v, att, gate, up []float32
 		sel, logits                   []float32
 		cos, sin                      []float32
@@ -129,7 +128,6 @@ func (r *Runner) Forward(steps []Step) ([][][]float32, error) {
 	for _, s := range steps {
 		maxLen = max(maxLen, s.Cache.Len+len(s.Tokens))
 	}
-	threads := r.Threads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	group := c.Heads / c.KVHeads
 
@@ -154,7 +152,7 @@ func (r *Runner) Forward(steps []Step) ([][][]float32, error) {
 			t += len(s.Tokens)
 		}
 		// Causal grouped-query attention, one task per (row, head).
-		ParallelFor(n*c.Heads, threads, func(lo, hi int) {
+		ParallelFor(n*c.Heads, func(lo, hi int) {
 			scores := make([]float32, maxLen)
 			for task := lo; task < hi; task++ {
 				t, h := task/c.Heads, task%c.Heads

@@ -14,7 +14,6 @@ type Packed struct {
 	T        quant.Traits
 	Data     []byte
 	R, C     int
-	Threads  int // goroutines for MatMul; <= 0 means GOMAXPROCS
 	rowBytes int
 }
 
@@ -45,7 +44,7 @@ func (p *Packed) Row(dst []float32, i int) {
 // MatMul implements Linear.
 func (p *Packed) MatMul(dst, x []float32, n int) {
 	rows, cols, rb := p.R, p.C, p.rowBytes
-	ParallelFor(rows, p.Threads, func(lo, hi int) {
+	ParallelFor(rows, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			w := p.Data[r*rb : (r+1)*rb]
 			for t := 0; t < n; t++ {
@@ -58,8 +57,7 @@ func (p *Packed) MatMul(dst, x []float32, n int) {
 // TensorLinear adapts a whole-tensor quantized weight (INT8 per channel,
 // NF4/FP4, grouped INT2-8) to Linear through its DotRow.
 type TensorLinear struct {
-	T       quant.Tensor
-	Threads int // goroutines for MatMul; <= 0 means GOMAXPROCS
+	T quant.Tensor
 }
 
 // NewTensorLinear validates t and wraps it.
@@ -79,7 +77,7 @@ func (l *TensorLinear) Cols() int { _, c := l.T.Shape(); return c }
 // MatMul implements Linear.
 func (l *TensorLinear) MatMul(dst, x []float32, n int) {
 	rows, cols := l.T.Shape()
-	ParallelFor(rows, l.Threads, func(lo, hi int) {
+	ParallelFor(rows, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			for t := 0; t < n; t++ {
 				dst[t*rows+r] = l.T.DotRow(r, x[t*cols:(t+1)*cols])

@@ -276,6 +276,15 @@ func ropeScaling(rr *rawRope, key string) (*RopeScaling, error) {
 	case rr.Type != nil:
 		typ = *rr.Type
 	}
+	factor := func(v *float64) (float64, error) { // transformers requires factor >= 1
+		if v == nil {
+			return 0, fmt.Errorf("%s (%s): factor missing", key, typ)
+		}
+		if !(*v >= 1) || math.IsInf(*v, 0) {
+			return 0, fmt.Errorf("%s (%s): factor = %g, want a finite value of at least 1", key, typ, *v)
+		}
+		return *v, nil
+	}
 	positive := func(name string, v *float64) (float64, error) {
 		if v == nil {
 			return 0, fmt.Errorf("%s (%s): %s missing", key, typ, name)
@@ -289,7 +298,7 @@ func ropeScaling(rr *rawRope, key string) (*RopeScaling, error) {
 	case "", "default":
 		return nil, nil
 	case RopeLinear:
-		f, err := positive("factor", rr.Factor)
+		f, err := factor(rr.Factor)
 		if err != nil {
 			return nil, err
 		}
@@ -297,7 +306,7 @@ func ropeScaling(rr *rawRope, key string) (*RopeScaling, error) {
 	case RopeLlama3:
 		s := &RopeScaling{Type: RopeLlama3}
 		var err error
-		if s.Factor, err = positive("factor", rr.Factor); err != nil {
+		if s.Factor, err = factor(rr.Factor); err != nil {
 			return nil, err
 		}
 		if s.LowFreqFactor, err = positive("low_freq_factor", rr.LowFreqFactor); err != nil {

@@ -145,6 +145,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"longrope v5", with("rope_parameters", map[string]any{"rope_type": "longrope"}), `rope_parameters type "longrope"`, true},
 		{"linear no factor", with("rope_scaling", map[string]any{"type": "linear"}), "rope_scaling (linear): factor missing", false},
 		{"llama3 bad factors", with("rope_scaling", merge(llama3, "high_freq_factor", 0.5)), "high_freq_factor = 0.5 must exceed low_freq_factor = 1", false},
+		{"llama3 factor below 1", with("rope_scaling", merge(llama3, "factor", 0.5)), "factor = 0.5, want a finite value of at least 1", false},
 		{"llama3 no orig", with("rope_scaling", merge(llama3, "original_max_position_embeddings", nil)), "original_max_position_embeddings missing", false},
 		{"llama3 fractional orig", with("rope_scaling", merge(llama3, "original_max_position_embeddings", 10.5)), "want an integer", false},
 		{"rope not object", with("rope_scaling", "llama3"), "rope_scaling: json", false},

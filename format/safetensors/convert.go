@@ -106,8 +106,27 @@ func bf16ToFloat32(dst []float32, src []byte) {
 func f16ToFloat32(dst []float32, src []byte) {
 	src = src[:2*len(dst)]
 	for i := range dst {
-		dst[i] = float16.Frombits(binary.LittleEndian.Uint16(src[2*i:])).Float32()
+		dst[i] = f16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
 	}
+}
+
+// f16ToF32 widens IEEE half bits to float32 exactly. Shifting the exponent and
+// mantissa into float32 position and multiplying by 2^112 re-biases the
+// exponent, subnormals included (the product is exact); Inf and NaN (payload
+// kept, made quiet) are patched afterwards. Matches float16.Float16.Float32 on all inputs.
+func f16ToF32(h uint16) float32 {
+	const rebias = 0x77800000 // 2^112 as float32 bits
+	em := uint32(h&0x7fff) << 13
+	var b uint32
+	switch {
+	case em == 0x7c00<<13: // Inf
+		b = 0x7f800000
+	case em > 0x7c00<<13: // NaN, made quiet as F16C's vcvtph2ps does
+		b = 0x7fc00000 | em
+	default:
+		b = math.Float32bits(math.Float32frombits(em) * math.Float32frombits(rebias))
+	}
+	return math.Float32frombits(b | uint32(h&0x8000)<<16)
 }
 
 // BF16FromFloat32 returns the bfloat16 bits nearest to f, rounding to nearest

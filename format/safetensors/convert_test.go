@@ -73,6 +73,15 @@ func TestBF16FromFloat32(t *testing.T) {
 	}
 }
 
+func TestF16ToF32Exhaustive(t *testing.T) {
+	for i := 0; i < 1<<16; i++ {
+		got, want := f16ToF32(uint16(i)), float16.Frombits(uint16(i)).Float32()
+		if math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("f16ToF32(%#04x) = %#08x, want %#08x", i, math.Float32bits(got), math.Float32bits(want))
+		}
+	}
+}
+
 func TestFromFloat32RoundTrip(t *testing.T) {
 	// Every BF16 / F16 bit pattern survives decode then encode (NaNs stay NaN).
 	src := make([]byte, 2*65536)
@@ -209,14 +218,27 @@ func TestToFloat32RealBF16(t *testing.T) {
 	}
 }
 
+// BenchmarkToFloat32 converts 4M weight-like values (N(0, 0.02), as in a
+// Llama checkpoint) of each dtype; MB/s counts source bytes.
 func BenchmarkToFloat32(b *testing.B) {
 	const n = 1 << 22
+	rng := rand.New(rand.NewPCG(1, 1))
+	w := make([]float32, n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64() * 0.02)
+	}
 	for _, dt := range []DType{BF16, F16, F32} {
 		size, _ := dt.Size()
 		src := make([]byte, n*size)
-		rng := rand.New(rand.NewPCG(1, 1))
-		for i := range src {
-			src[i] = byte(rng.Uint32())
+		switch dt {
+		case BF16:
+			FromFloat32BF16(src, w)
+		case F16:
+			FromFloat32F16(src, w)
+		case F32:
+			for i, v := range w {
+				binary.LittleEndian.PutUint32(src[4*i:], math.Float32bits(v))
+			}
 		}
 		dst := make([]float32, n)
 		b.Run(string(dt), func(b *testing.B) {

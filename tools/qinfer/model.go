@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/urfave/cli/v2"
 
@@ -63,25 +64,9 @@ func openModel(c *cli.Context) (*loaded, error) {
 		return nil, fmt.Errorf("model %s: tokenizer has %d tokens but the model's vocabulary is %d", path, tok.VocabSize(), m.Vocab)
 	}
 	if t := c.Int("threads"); t > 0 {
-		setThreads(m, t)
+		runtime.GOMAXPROCS(t)
 	}
 	return &loaded{path: path, model: m, tok: tok, hf: src}, nil
-}
-
-// setThreads sets the goroutine count of every dense weight.
-func setThreads(m *infer.Model, n int) {
-	set := func(l infer.Linear) {
-		if d, ok := l.(*infer.Dense); ok {
-			d.Threads = n
-		}
-	}
-	for i := range m.Layers {
-		L := &m.Layers[i]
-		for _, l := range []infer.Linear{L.Q, L.K, L.V, L.O, L.Gate, L.Up, L.Down} {
-			set(l)
-		}
-	}
-	set(m.Output)
 }
 
 // encodePrompt tokenizes text with BOS as the tokenizer config says, or
