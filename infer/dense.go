@@ -32,7 +32,7 @@ func (d *Dense) Row(dst []float32, i int) { copy(dst, d.W[i*d.C:(i+1)*d.C]) }
 // the cost is one pass over the weights however many tokens are batched.
 func (d *Dense) MatMul(dst, x []float32, n int) {
 	rows, cols := d.R, d.C
-	ParallelFor(rows, func(lo, hi int) {
+	ParallelFor(rows, cols*n, func(lo, hi int) {
 		var impl gonum.Implementation
 		for r := lo; r < hi; r++ {
 			w := d.W[r*cols : (r+1)*cols]
@@ -43,13 +43,12 @@ func (d *Dense) MatMul(dst, x []float32, n int) {
 	})
 }
 
-// ParallelFor splits [0, n) into contiguous chunks run on GOMAXPROCS
-// goroutines and waits for them.
-func ParallelFor(n int, fn func(lo, hi int)) {
-	threads := runtime.GOMAXPROCS(0)
-	if threads > n {
-		threads = n
-	}
+// ParallelFor splits [0, n) into contiguous chunks run on up to GOMAXPROCS
+// goroutines and waits for them. Each item costs about cost multiply-adds;
+// work too small to pay for a goroutine runs on the caller's.
+func ParallelFor(n, cost int, fn func(lo, hi int)) {
+	const minWork = 1 << 15 // multiply-adds per goroutine worth starting one for
+	threads := min(runtime.GOMAXPROCS(0), n, max(1, n*max(cost, 1)/minWork))
 	if threads <= 1 {
 		fn(0, n)
 		return

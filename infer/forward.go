@@ -152,7 +152,7 @@ func (r *Runner) Forward(steps []Step) ([][][]float32, error) {
 			t += len(s.Tokens)
 		}
 		// Causal grouped-query attention, one task per (row, head).
-		ParallelFor(n*c.Heads, func(lo, hi int) {
+		ParallelFor(n*c.Heads, 2*maxLen*hd, func(lo, hi int) {
 			scores := make([]float32, maxLen)
 			for task := lo; task < hi; task++ {
 				t, h := task/c.Heads, task%c.Heads

@@ -113,13 +113,19 @@ func TestGolden(t *testing.T) {
 				}
 				// Greedy ids, teacher-forced on the golden continuation: the
 				// argmax must match wherever the golden margin is clear.
-				seq := append(append([]int(nil), p.IDs...), p.GreedyIDs...)
-				out, err = r.Forward([]infer.Step{{Cache: infer.NewKVCache(&m.Config), Tokens: seq[:len(seq)-1], AllLogits: true}})
+				cache := infer.NewKVCache(&m.Config)
+				out, err = r.Forward([]infer.Step{{Cache: cache, Tokens: p.IDs}})
 				if err != nil {
 					t.Fatal(err)
 				}
+				forced := [][]float32{out[0][0]}
+				out, err = r.Forward([]infer.Step{{Cache: cache, Tokens: p.GreedyIDs[:len(p.GreedyIDs)-1], AllLogits: true}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				forced = append(forced, out[0]...)
 				for k, want := range p.GreedyIDs {
-					got := infer.Argmax(out[0][len(p.IDs)-1+k])
+					got := infer.Argmax(forced[k])
 					if got != want && p.GreedyMargins[k] > 1e-3 {
 						t.Errorf("prompt %d greedy step %d: id %d, want %d (margin %.4g)", pi, k, got, want, p.GreedyMargins[k])
 					}

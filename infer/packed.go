@@ -44,7 +44,7 @@ func (p *Packed) Row(dst []float32, i int) {
 // MatMul implements Linear.
 func (p *Packed) MatMul(dst, x []float32, n int) {
 	rows, cols, rb := p.R, p.C, p.rowBytes
-	ParallelFor(rows, func(lo, hi int) {
+	ParallelFor(rows, cols*n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			w := p.Data[r*rb : (r+1)*rb]
 			for t := 0; t < n; t++ {
@@ -77,7 +77,7 @@ func (l *TensorLinear) Cols() int { _, c := l.T.Shape(); return c }
 // MatMul implements Linear.
 func (l *TensorLinear) MatMul(dst, x []float32, n int) {
 	rows, cols := l.T.Shape()
-	ParallelFor(rows, func(lo, hi int) {
+	ParallelFor(rows, cols*n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			for t := 0; t < n; t++ {
 				dst[t*rows+r] = l.T.DotRow(r, x[t*cols:(t+1)*cols])
