@@ -96,6 +96,7 @@ type shardIndex struct {
 	WeightMap map[string]string `json:"weight_map"`
 }
 
+// openSharded opens every shard named by the index and maps tensors to them.
 func (m *Model) openSharded(indexPath string) error {
 	data, err := readJSONFile(indexPath)
 	if err != nil {

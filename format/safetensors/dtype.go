@@ -30,19 +30,19 @@ const (
 	U64    DType = "U64"
 )
 
-// dtypeSizes is the one table of element sizes in bytes.
-var dtypeSizes = map[DType]int{
-	F64: 8, F32: 4, F16: 2, BF16: 2,
-	I64: 8, I32: 4, I16: 2, I8: 1,
-	U64: 8, U32: 4, U16: 2, U8: 1,
-	Bool: 1, F8E4M3: 1, F8E5M2: 1,
-}
-
 // Size returns the size of one element in bytes, or an error wrapping
-// [ErrUnsupported] for a dtype this package does not know.
+// [ErrUnsupported] for a dtype this package does not know. This switch is the
+// one table of element sizes.
 func (d DType) Size() (int, error) {
-	if s, ok := dtypeSizes[d]; ok {
-		return s, nil
+	switch d {
+	case F64, I64, U64:
+		return 8, nil
+	case F32, I32, U32:
+		return 4, nil
+	case F16, BF16, I16, U16:
+		return 2, nil
+	case I8, U8, Bool, F8E4M3, F8E5M2:
+		return 1, nil
 	}
 	return 0, fmt.Errorf("dtype %q: %w", string(d), ErrUnsupported)
 }

@@ -21,6 +21,7 @@ type FormatError struct {
 	Err    error  // underlying cause, may be nil
 }
 
+// Error formats the error as "safetensors: path: offset N: msg: cause".
 func (e *FormatError) Error() string {
 	s := "safetensors: "
 	if e.Path != "" {
