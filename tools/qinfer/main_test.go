@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qllama/internal/testutil"
+)
+
+// run executes qinfer with args and returns stdout, stderr and the error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := newApp(&out, &errb).RunContext(context.Background(), append([]string{"qinfer"}, args...))
+	return out.String(), errb.String(), err
+}
+
+func TestCommands(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	llama := testutil.Shared(t, "models", "random_llama32")
+
+	out, _, err := run(t, "tokenize", "--model", llama, "--text", "Once upon a time, there was a little girl named Lily.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(out), "[128000,12805,5304,264,892,11,1070,574,264,2697,3828,7086,48390,13]"; got != want {
+		t.Errorf("tokenize: %s, want %s", got, want)
+	}
+	out, _, err = run(t, "tokenize", "--model", stories, "--text", "Once upon a time", "--no-bos")
+	if err != nil || strings.HasPrefix(out, "[1,") {
+		t.Errorf("tokenize --no-bos: %q %v", out, err)
+	}
+
+	out, _, err = run(t, "logits", "--model", stories, "--ids", "1,403,407,261,378")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last struct{ Last []float32 }
+	if err := json.Unmarshal([]byte(out), &last); err != nil || len(last.Last) != 512 {
+		t.Fatalf("logits: %d values, %v", len(last.Last), err)
+	}
+	out, _, err = run(t, "logits", "--model", stories, "--ids", "1,403,407", "--all-positions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all struct{ Positions [][]float32 }
+	if err := json.Unmarshal([]byte(out), &all); err != nil || len(all.Positions) != 3 || len(all.Positions[2]) != 512 {
+		t.Fatalf("logits --all-positions: %v", err)
+	}
+
+	out, _, err = run(t, "generate", "--model", stories, "--prompt", "Once upon a time", "--max-tokens", "16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, ", there was a little girl named Lily.") {
+		t.Errorf("generate: %q", out)
+	}
+	out, _, err = run(t, "generate", "--model", stories, "--prompt", "Once upon a time", "--max-tokens", "16", "--json",
+		"--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g generateResult
+	if err := json.Unmarshal([]byte(out), &g); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.IDs) == 0 || g.Text == "" || g.Timings.GeneratedTokens != len(g.IDs) || g.PromptIDs[0] != 1 {
+		t.Errorf("generate --json: %+v", g)
+	}
+	out2, _, _ := run(t, "generate", "--model", stories, "--prompt", "Once upon a time", "--max-tokens", "16", "--json",
+		"--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "7")
+	var g2 generateResult
+	_ = json.Unmarshal([]byte(out2), &g2)
+	if g2.Text != g.Text {
+		t.Errorf("same seed, different text: %q vs %q", g.Text, g2.Text)
+	}
+	out, _, err = run(t, "generate", "--model", stories, "--prompt", "Once upon a time", "--max-tokens", "40", "--stop", "Lily")
+	if err != nil || strings.Contains(out, "Lily") || !strings.Contains(out, "girl named") {
+		t.Errorf("generate --stop: %q %v", out, err)
+	}
+
+	out, _, err = run(t, "info", "--model", llama)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"llama3 x32", "BF16", "llama3-bpe", "128256"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("info lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestErrors checks that bad input gives one clear error, never a panic.
+func TestErrors(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	garbage := t.TempDir()
+	if err := os.WriteFile(filepath.Join(garbage, "config.json"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"generate", "--model", "/nonexistent", "--prompt", "x"}, "/nonexistent"},
+		{[]string{"generate", "--model", garbage, "--prompt", "x"}, "config.json"},
+		{[]string{"logits", "--model", stories, "--ids", "1,x"}, `"x" is not a token id`},
+		{[]string{"logits", "--model", stories, "--ids", "1,100000"}, "outside the vocabulary"},
+		{[]string{"generate", "--model", stories}, "prompt"},
+		{[]string{"tokenize", "--model", garbage, "--text", "x"}, "tokenizer"},
+	} {
+		_, _, err := run(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestHelp checks that every command has --help.
+func TestHelp(t *testing.T) {
+	app := newApp(nil, nil)
+	for _, c := range app.Commands {
+		out, _, err := run(t, c.Name, "--help")
+		if err != nil || !strings.Contains(out, c.Name) {
+			t.Errorf("%s --help: %v\n%s", c.Name, err, out)
+		}
+	}
+}
