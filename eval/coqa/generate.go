@@ -203,7 +203,9 @@ type Options struct {
 	MaxGenTokens int
 	// MaxPositionEmbeddings is the model context (config
 	// max_position_embeddings; default DefaultMaxLength). Prompts longer than
-	// MaxPositionEmbeddings-MaxGenTokens tokens keep only their last tokens.
+	// MaxPositionEmbeddings-MaxGenTokens tokens keep only their last tokens,
+	// as lm-eval's input_ids[:, -max_ctx_len:] does; the BOS token is cut off
+	// with the rest of the head (lm-eval does not re-add it).
 	MaxPositionEmbeddings int
 	// Order of the requests fed to the generator (default OrderGrouped).
 	Order Order
@@ -367,7 +369,10 @@ func Run(ctx context.Context, ds *Dataset, tok Tokenizer, gen Generator, opt Opt
 	res.Limit = opt.Limit
 	res.MaxGenTokens = maxGen
 	res.MaxContextTokens = maxCtx
-	res.AddBOS = tok.AddsBOS()
+	res.MaxPositionEmbeddings = maxLen
+	bos := tok.AddsBOS()
+	res.AddBOS = &bos
+	res.Order = opt.Order.String()
 	res.Stop = stops
 	res.Decoding = "greedy"
 	res.Timings = tm

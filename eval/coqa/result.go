@@ -28,8 +28,6 @@ type ModelInfo struct {
 	BPW     float64 `json:"bpw,omitempty"`     // bits per weight
 	Format  string  `json:"format,omitempty"`  // e.g. "gguf q4_k"
 	Backend string  `json:"backend,omitempty"` // e.g. "cuda", "cpu"
-	// MaxPositionEmbeddings is the model context used for truncation.
-	MaxPositionEmbeddings int `json:"max_position_embeddings,omitempty"`
 }
 
 // DatasetInfo identifies the data a result was computed on.
@@ -125,15 +123,19 @@ type Result struct {
 	Protocol string `json:"protocol"` // ProtocolLMEval or ProtocolAllTurns
 	Scorer   string `json:"scorer"`
 	// Origin is "generate" for Run, or "predictions" for the scorers.
-	Origin           string      `json:"origin"`
-	Model            *ModelInfo  `json:"model,omitempty"`
-	Dataset          DatasetInfo `json:"dataset"`
-	Limit            int         `json:"limit"` // stories, 0 = all
-	MaxGenTokens     int         `json:"max_gen_tokens,omitempty"`
-	MaxContextTokens int         `json:"max_context_tokens,omitempty"` // prompt budget
-	AddBOS           bool        `json:"add_bos,omitempty"`
-	Stop             []string    `json:"stop,omitempty"`
-	Decoding         string      `json:"decoding,omitempty"`
+	Origin       string      `json:"origin"`
+	Model        *ModelInfo  `json:"model,omitempty"`
+	Dataset      DatasetInfo `json:"dataset"`
+	Limit        int         `json:"limit"` // stories, 0 = all
+	MaxGenTokens int         `json:"max_gen_tokens,omitempty"`
+	// MaxPositionEmbeddings is the model context; MaxContextTokens =
+	// MaxPositionEmbeddings - MaxGenTokens is the prompt budget.
+	MaxPositionEmbeddings int      `json:"max_position_embeddings,omitempty"`
+	MaxContextTokens      int      `json:"max_context_tokens,omitempty"`
+	AddBOS                *bool    `json:"add_bos,omitempty"` // set by Run
+	Order                 string   `json:"order,omitempty"`   // request order (Run)
+	Stop                  []string `json:"stop,omitempty"`
+	Decoding              string   `json:"decoding,omitempty"`
 	// N is the number of scored questions (stories for lmeval, turns for
 	// all-turns).
 	N int `json:"n"`

@@ -336,7 +336,7 @@ func checkResultJSON(t *testing.T, res *Result, protocol string) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatalf("result is not valid JSON: %v", err)
 	}
-	for _, k := range []string{"protocol", "scorer", "origin", "dataset", "limit", "max_gen_tokens", "max_context_tokens", "stop", "decoding", "n", "em", "f1", "timings", "predictions"} {
+	for _, k := range []string{"protocol", "scorer", "origin", "dataset", "limit", "max_gen_tokens", "max_context_tokens", "stop", "decoding", "n", "em", "f1", "timings", "predictions", "add_bos", "order", "max_position_embeddings", "started"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("result JSON lacks %q", k)
 		}
