@@ -24,13 +24,21 @@ func build(sp *spec) (*Tokenizer, error) {
 	if size > maxVocab {
 		return nil, fmt.Errorf("vocabulary of %d ids is too large", size)
 	}
+	modelTok := sp.vocabMap // token -> id of the model vocabulary; becomes t.ids
+	if modelTok == nil {
+		modelTok = make(map[string]int, len(sp.vocab))
+		for id, tok := range sp.vocab {
+			if tok != "" {
+				modelTok[tok] = id
+			}
+		}
+	}
 	t := &Tokenizer{
 		byteLevel:    sp.byteLevel,
 		kind:         KindSentencePiece,
 		vocab:        make([]string, size),
-		ids:          make(map[string]int, size),
-		modelIDs:     make(map[string]int, len(sp.vocab)),
-		modelSize:    len(sp.vocab),
+		modelVocab:   sp.vocab,
+		ids:          modelTok,
 		tokenTypes:   make([]TokenType, size),
 		ignoreMerges: sp.ignoreMerges,
 		byteFallback: sp.byteFallback,
@@ -47,56 +55,52 @@ func build(sp *spec) (*Tokenizer, error) {
 		t.kind = KindByteLevel
 	}
 	copy(t.vocab, sp.vocab)
-	modelTok := make(map[string]int32, len(sp.vocab)) // token string -> id, model vocabulary only
 	for id, tok := range sp.vocab {
 		if tok == "" {
 			t.tokenTypes[id] = TokenUnused
-			continue
-		}
-		t.tokenTypes[id] = TokenNormal
-		modelTok[tok] = int32(id)
-		t.ids[tok] = id
-		if t.byteLevel {
-			if raw, ok := byteLevelDecode(tok); ok {
-				t.modelIDs[string(raw)] = id
-			}
 		} else {
-			t.modelIDs[tok] = id
+			t.tokenTypes[id] = TokenNormal
 		}
 	}
 	for i := range t.byteToken {
 		t.byteToken[i] = -1
+		key := fmt.Sprintf("<0x%02X>", i)
 		if t.byteLevel {
-			if id, ok := t.modelIDs[string([]byte{byte(i)})]; ok {
-				t.byteToken[i] = id
-			}
-		} else if id, ok := modelTok[fmt.Sprintf("<0x%02X>", i)]; ok {
-			t.byteToken[i] = int(id)
-			if sp.byteFallback {
+			key = byteLevelEncode(string([]byte{byte(i)}))
+		}
+		if id, ok := modelTok[key]; ok {
+			t.byteToken[i] = id
+			if !t.byteLevel && sp.byteFallback {
 				t.tokenTypes[id] = TokenByte
 			}
 		}
 	}
 	if sp.hasUnk {
 		if id, ok := modelTok[sp.unk]; ok {
-			t.unk = int(id)
+			t.unk = id
 		}
 	}
 
-	t.merges = make(map[uint64]mergeResult, len(sp.merges))
-	t.mergeList = make([][2]int32, 0, len(sp.merges))
+	mergeIDs := sp.mergeIDs
+	var buf []byte
 	for rank, m := range sp.merges {
 		a, okA := modelTok[m[0]]
 		b, okB := modelTok[m[1]]
 		if !okA || !okB {
 			return nil, fmt.Errorf("merge %d %q: token not in the vocabulary", rank, m[0]+" "+m[1])
 		}
-		id, ok := modelTok[m[0]+m[1]]
+		buf = append(append(buf[:0], m[0]...), m[1]...)
+		id, ok := modelTok[string(buf)]
 		if !ok {
 			return nil, fmt.Errorf("merge %d %q: merged token %q not in the vocabulary", rank, m[0]+" "+m[1], m[0]+m[1])
 		}
-		t.merges[pairKey(a, b)] = mergeResult{int32(rank), id}
-		t.mergeList = append(t.mergeList, [2]int32{a, b})
+		mergeIDs = append(mergeIDs, [3]int32{int32(a), int32(b), int32(id)})
+	}
+	t.merges = make(map[uint64]mergeResult, len(mergeIDs))
+	t.mergeList = make([][2]int32, len(mergeIDs))
+	for rank, m := range mergeIDs {
+		t.merges[pairKey(m[0], m[1])] = mergeResult{int32(rank), m[2]}
+		t.mergeList[rank] = [2]int32{m[0], m[1]}
 	}
 
 	var rawPats, normPats []addedPattern
@@ -105,6 +109,12 @@ func build(sp *spec) (*Tokenizer, error) {
 	for i := range t.added {
 		a := &t.added[i]
 		t.vocab[a.id] = a.content
+		if old, ok := t.ids[a.content]; ok && old != a.id && old < len(sp.vocab) && sp.vocab[old] == a.content {
+			if t.shadowed == nil {
+				t.shadowed = map[string]int{}
+			}
+			t.shadowed[a.content] = old // still the model's token for BPE lookups
+		}
 		t.ids[a.content] = a.id
 		if a.special {
 			t.special[a.id] = true

@@ -30,11 +30,15 @@ func byteLevelTables() (b2r [256]rune, r2b map[rune]byte) {
 
 // byteLevelEncode maps raw bytes to their ByteLevel alphabet string.
 func byteLevelEncode(raw string) string {
-	out := make([]byte, 0, 2*len(raw))
+	return string(appendByteLevel(make([]byte, 0, 2*len(raw)), raw))
+}
+
+// appendByteLevel appends the ByteLevel alphabet form of raw to dst.
+func appendByteLevel(dst []byte, raw string) []byte {
 	for i := 0; i < len(raw); i++ {
-		out = utf8.AppendRune(out, byteToRune[raw[i]])
+		dst = utf8.AppendRune(dst, byteToRune[raw[i]])
 	}
-	return string(out)
+	return dst
 }
 
 // byteLevelDecode maps a ByteLevel alphabet string back to raw bytes. ok is

@@ -78,6 +78,31 @@ func (s *scanner) str() (string, error) {
 	return "", s.errorf("unterminated string")
 }
 
+// strBytes reads a JSON string; without escapes the result aliases the input.
+func (s *scanner) strBytes() ([]byte, error) {
+	if err := s.expect('"'); err != nil {
+		return nil, err
+	}
+	start := s.pos
+	for i := start; i < len(s.b); i++ {
+		c := s.b[i]
+		if c == '"' {
+			s.pos = i + 1
+			return s.b[start:i], nil
+		}
+		if c == '\\' {
+			str, err := s.strEscaped(start)
+			return []byte(str), err
+		}
+		if c < 0x20 {
+			s.pos = i
+			return nil, s.errorf("control character in string")
+		}
+	}
+	s.pos = len(s.b)
+	return nil, s.errorf("unterminated string")
+}
+
 func (s *scanner) strEscaped(start int) (string, error) {
 	out := make([]byte, 0, 16)
 	i := start

@@ -1,14 +1,17 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"unicode/utf8"
 )
+
+// errMergeOOV reports a merge whose parts or result are not in the vocabulary.
+var errMergeOOV = errors.New("token not in the vocabulary")
 
 // ErrUnsupported is wrapped by errors about tokenizer.json features this
 // package does not implement (other model types, normalizers...).
@@ -87,8 +90,10 @@ func FromJSON(tokenizerJSON, tokenizerConfigJSON []byte) (*Tokenizer, error) {
 // spec is a tokenizer description independent of where it came from
 // (tokenizer.json or GGUF parts).
 type spec struct {
-	vocab        []string // model vocabulary by id ("" for unused ids)
-	merges       [][2]string
+	vocab        []string       // model vocabulary by id ("" for unused ids)
+	vocabMap     map[string]int // token -> id of vocab, when the parser already built it
+	merges       [][2]string    // merges still as strings (FromParts, or merges before vocab in the file)
+	mergeIDs     [][3]int32     // merges resolved while parsing: left, right, merged id
 	unk          string
 	hasUnk       bool
 	fuseUnk      bool
@@ -249,28 +254,32 @@ func parseModel(sc *scanner, sp *spec) error {
 				_, err := sc.skip()
 				return err
 			}
+			var buf []byte
 			return sc.array(func(i int) error {
-				var m [2]string
+				var l, r []byte
 				switch sc.peek() {
 				case '"':
-					s, err := sc.str()
+					s, err := sc.strBytes()
 					if err != nil {
 						return err
 					}
-					a, b, ok := strings.Cut(s, " ")
-					if !ok || strings.Contains(b, " ") {
+					k := bytes.IndexByte(s, ' ')
+					if k < 0 || bytes.IndexByte(s[k+1:], ' ') >= 0 {
 						return fmt.Errorf("model.merges[%d] = %q: want \"left right\"", i, s)
 					}
-					m = [2]string{a, b}
+					l, r = s[:k], s[k+1:]
 				case '[':
 					n := 0
 					err := sc.array(func(k int) error {
-						s, err := sc.str()
+						s, err := sc.strBytes()
 						if err != nil {
 							return err
 						}
-						if k < 2 {
-							m[k] = s
+						switch k {
+						case 0:
+							l = s
+						case 1:
+							r = s
 						}
 						n++
 						return nil
@@ -284,7 +293,20 @@ func parseModel(sc *scanner, sp *spec) error {
 				default:
 					return sc.errorf("model.merges[%d]: want a string or a pair", i)
 				}
-				sp.merges = append(sp.merges, m)
+				if vocab == nil {
+					// vocab comes later in this file: resolve in build.
+					sp.merges = append(sp.merges, [2]string{string(l), string(r)})
+					return nil
+				}
+				// Resolve now, without allocating: map lookups with string(bytes) keys do not copy.
+				a, okA := vocab[string(l)]
+				b, okB := vocab[string(r)]
+				buf = append(append(buf[:0], l...), r...)
+				m, okM := vocab[string(buf)]
+				if !okA || !okB || !okM {
+					return fmt.Errorf("model.merges[%d] %q: %w", i, string(l)+" "+string(r), errMergeOOV)
+				}
+				sp.mergeIDs = append(sp.mergeIDs, [3]int32{int32(a), int32(b), int32(m)})
 				return nil
 			})
 		}
@@ -353,6 +375,7 @@ func parseModel(sc *scanner, sp *spec) error {
 		}
 		sp.vocab[id] = tok
 	}
+	sp.vocabMap = vocab
 	return nil
 }
 

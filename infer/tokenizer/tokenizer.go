@@ -55,8 +55,8 @@ type Tokenizer struct {
 
 	vocab      []string       // id -> token as written in tokenizer.json (model vocab and added tokens)
 	ids        map[string]int // token -> id, model vocab then added tokens (added win)
-	modelIDs   map[string]int // BPE lookup key -> id: raw bytes (byte-level) or the token (SentencePiece)
-	modelSize  int            // number of ids in the model vocabulary (the rest are added tokens)
+	modelVocab []string       // id -> token of the model vocabulary alone ("" where unused)
+	shadowed   map[string]int // model tokens whose string an added token with another id took over
 	tokenTypes []TokenType
 
 	merges       map[uint64]mergeResult // (left id, right id) -> rank and merged id
@@ -200,6 +200,7 @@ func (t *Tokenizer) encode(text string, ids []int) []int {
 // encodeState holds scratch buffers reused within one Encode call.
 type encodeState struct {
 	spans [][2]int
+	key   []byte
 	syms  []int32
 	heap  mergeHeap
 	nodes []bpeNode
@@ -226,7 +227,15 @@ func (t *Tokenizer) model(w string, ids []int, st *encodeState) []int {
 		return ids
 	}
 	if t.ignoreMerges {
-		if id, ok := t.modelIDs[w]; ok {
+		var id int
+		var ok bool
+		if t.byteLevel {
+			st.key = appendByteLevel(st.key[:0], w)
+			id, ok = t.modelIDBytes(st.key)
+		} else {
+			id, ok = t.modelID(w)
+		}
+		if ok {
 			return append(ids, id)
 		}
 	}
@@ -242,7 +251,7 @@ func (t *Tokenizer) model(w string, ids []int, st *encodeState) []int {
 	} else {
 		for i, r := range w {
 			n := len(string(r))
-			if id, ok := t.modelIDs[w[i:i+n]]; ok {
+			if id, ok := t.modelID(w[i : i+n]); ok {
 				syms = append(syms, int32(id))
 				continue
 			}
@@ -263,6 +272,32 @@ func (t *Tokenizer) model(w string, ids []int, st *encodeState) []int {
 		ids = append(ids, int(id))
 	}
 	return ids
+}
+
+// modelID looks a token up in the model vocabulary (added tokens excluded,
+// as HF's BPE model sees only its own vocabulary).
+func (t *Tokenizer) modelID(tok string) (int, bool) {
+	id, ok := t.ids[tok]
+	if !ok {
+		return 0, false
+	}
+	if id < len(t.modelVocab) && t.modelVocab[id] == tok {
+		return id, true
+	}
+	id, ok = t.shadowed[tok]
+	return id, ok
+}
+
+// modelIDBytes is modelID without converting tok to a string.
+func (t *Tokenizer) modelIDBytes(tok []byte) (int, bool) {
+	id, ok := t.ids[string(tok)]
+	if ok && id < len(t.modelVocab) && t.modelVocab[id] == string(tok) {
+		return id, true
+	}
+	if ok && t.shadowed != nil {
+		return t.modelID(string(tok))
+	}
+	return 0, false
 }
 
 // appendUnk appends the unknown token, fusing it with a preceding one when
