@@ -198,7 +198,7 @@ func convertAnswers(raw []rawAnswer, list string) ([]Answer, error) {
 	return out, nil
 }
 
-// Sources lists the CoQA source domains in the order of the official
+// sourceOrder lists the CoQA source domains in the order of the official
 // script's report: the five in-domain sources, then the two out-of-domain.
 var sourceOrder = [...]string{"mctest", "gutenberg", "race", "cnn", "wikipedia", "reddit", "science"}
 
@@ -221,6 +221,7 @@ type FormatError struct {
 	Err     error // underlying error, if any
 }
 
+// Error formats the problem as "file: story N (id X): message: cause".
 func (e *FormatError) Error() string {
 	var b bytes.Buffer
 	if e.File != "" {
@@ -245,6 +246,7 @@ func (e *FormatError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the underlying error.
 func (e *FormatError) Unwrap() error { return e.Err }
 
 // Load reads and validates a CoQA v1.0 JSON file (see Parse).
