@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 )
 
 // maxVocab bounds vocabulary sizes so that a corrupt id cannot make build
@@ -81,20 +83,9 @@ func build(sp *spec) (*Tokenizer, error) {
 		}
 	}
 
-	mergeIDs := sp.mergeIDs
-	var buf []byte
-	for rank, m := range sp.merges {
-		a, okA := modelTok[m[0]]
-		b, okB := modelTok[m[1]]
-		if !okA || !okB {
-			return nil, fmt.Errorf("merge %d %q: token not in the vocabulary", rank, m[0]+" "+m[1])
-		}
-		buf = append(append(buf[:0], m[0]...), m[1]...)
-		id, ok := modelTok[string(buf)]
-		if !ok {
-			return nil, fmt.Errorf("merge %d %q: merged token %q not in the vocabulary", rank, m[0]+" "+m[1], m[0]+m[1])
-		}
-		mergeIDs = append(mergeIDs, [3]int32{int32(a), int32(b), int32(id)})
+	mergeIDs, err := resolveMerges(sp.merges, modelTok)
+	if err != nil {
+		return nil, err
 	}
 	t.merges = make(map[uint64]mergeResult, len(mergeIDs))
 	t.mergeList = make([][2]int32, len(mergeIDs))
@@ -145,7 +136,6 @@ func build(sp *spec) (*Tokenizer, error) {
 		}
 		return id, nil
 	}
-	var err error
 	switch {
 	case sp.bosName != "":
 		if t.bos, err = lookup("bos_token", sp.bosName); err != nil {
@@ -197,4 +187,43 @@ func build(sp *spec) (*Tokenizer, error) {
 		}
 	}
 	return t, nil
+}
+
+// resolveMerges maps each merge to (left id, right id, merged id). The
+// ~840k lookups for Llama 3 are spread over the available cores.
+func resolveMerges(merges [][2]string, vocab map[string]int) ([][3]int32, error) {
+	out := make([][3]int32, len(merges))
+	workers := min(runtime.GOMAXPROCS(0), 8, 1+len(merges)/16384)
+	chunk := (len(merges) + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*chunk, min((w+1)*chunk, len(merges))
+		wg.Go(func() {
+			var buf []byte
+			for rank := lo; rank < hi; rank++ {
+				m := merges[rank]
+				a, okA := vocab[m[0]]
+				b, okB := vocab[m[1]]
+				buf = append(append(buf[:0], m[0]...), m[1]...)
+				id, okM := vocab[string(buf)]
+				if !okA || !okB {
+					errs[w] = fmt.Errorf("merge %d %q: token not in the vocabulary", rank, m[0]+" "+m[1])
+					return
+				}
+				if !okM {
+					errs[w] = fmt.Errorf("merge %d %q: merged token %q not in the vocabulary", rank, m[0]+" "+m[1], m[0]+m[1])
+					return
+				}
+				out[rank] = [3]int32{int32(a), int32(b), int32(id)}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the lowest-ranked bad merge
+		}
+	}
+	return out, nil
 }

@@ -8,10 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"unicode/utf8"
+	"unsafe"
 )
-
-// errMergeOOV reports a merge whose parts or result are not in the vocabulary.
-var errMergeOOV = errors.New("token not in the vocabulary")
 
 // ErrUnsupported is wrapped by errors about tokenizer.json features this
 // package does not implement (other model types, normalizers...).
@@ -222,6 +220,16 @@ func parseTokenizerJSON(b []byte) (*spec, error) {
 	return sp, nil
 }
 
+// unsafeString views b as a string without copying. The parser only uses it
+// for slices of the tokenizer.json buffer (or freshly decoded escapes), which
+// stay unchanged while build runs; build copies nothing out of them.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
 func isNull(v []byte) bool { return len(v) == 0 || string(v) == "null" }
 
 // parseModel reads the "model" object; vocab and merges go through the fast
@@ -254,7 +262,6 @@ func parseModel(sc *scanner, sp *spec) error {
 				_, err := sc.skip()
 				return err
 			}
-			var buf []byte
 			return sc.array(func(i int) error {
 				var l, r []byte
 				switch sc.peek() {
@@ -293,20 +300,7 @@ func parseModel(sc *scanner, sp *spec) error {
 				default:
 					return sc.errorf("model.merges[%d]: want a string or a pair", i)
 				}
-				if vocab == nil {
-					// vocab comes later in this file: resolve in build.
-					sp.merges = append(sp.merges, [2]string{string(l), string(r)})
-					return nil
-				}
-				// Resolve now, without allocating: map lookups with string(bytes) keys do not copy.
-				a, okA := vocab[string(l)]
-				b, okB := vocab[string(r)]
-				buf = append(append(buf[:0], l...), r...)
-				m, okM := vocab[string(buf)]
-				if !okA || !okB || !okM {
-					return fmt.Errorf("model.merges[%d] %q: %w", i, string(l)+" "+string(r), errMergeOOV)
-				}
-				sp.mergeIDs = append(sp.mergeIDs, [3]int32{int32(a), int32(b), int32(m)})
+				sp.merges = append(sp.merges, [2]string{unsafeString(l), unsafeString(r)})
 				return nil
 			})
 		}

@@ -245,7 +245,7 @@ func (t *Tokenizer) model(w string, ids []int, st *encodeState) []int {
 			if id := t.byteToken[w[i]]; id >= 0 {
 				syms = append(syms, int32(id))
 			} else if t.unk >= 0 {
-				syms = t.appendUnk(syms, 1)
+				syms = t.appendUnk(syms)
 			}
 		}
 	} else {
@@ -262,7 +262,7 @@ func (t *Tokenizer) model(w string, ids []int, st *encodeState) []int {
 				continue
 			}
 			if t.unk >= 0 {
-				syms = t.appendUnk(syms, n)
+				syms = t.appendUnk(syms)
 			}
 		}
 	}
@@ -302,7 +302,7 @@ func (t *Tokenizer) modelIDBytes(tok []byte) (int, bool) {
 
 // appendUnk appends the unknown token, fusing it with a preceding one when
 // fuse_unk is set.
-func (t *Tokenizer) appendUnk(syms []int32, _ int) []int32 {
+func (t *Tokenizer) appendUnk(syms []int32) []int32 {
 	if t.fuseUnk && len(syms) > 0 && syms[len(syms)-1] == int32(t.unk) {
 		return syms
 	}
