@@ -63,8 +63,11 @@ type Step struct {
 // grow to the largest batch seen and are reused. A Runner is not safe for
 // concurrent use; make one per goroutine.
 type Runner struct {
-	M   *Model
-	buf struct {
+	M *Model
+	// prefixes holds the keys and values of recent prompts per request
+	// group (most recent last), for Generate's prefix reuse.
+	prefixes []prefixEntry
+	buf      struct {
 		x, xn, q, k, v, att, gate, up []float32
 		sel, logits                   []float32
 		cos, sin                      []float32

@@ -89,30 +89,31 @@ func (r *Runner) Generate(ctx context.Context, reqs []Request, opt GenerateOptio
 		}
 	}
 	var (
-		active   []*slot
-		next     int
-		prefixes []prefixEntry // most recent last
-		maxPref  = max(4, 2*maxBatch)
+		active  []*slot
+		next    int
+		maxPref = 2 + maxBatch/8 // groups kept; turns of a story arrive together
 	)
+	// r.prefixes outlives this call, so a story's later turns reuse its
+	// prompt even when the caller submits them in separate calls.
 	remember := func(s *slot) {
 		if s.req.Group == "" {
 			return
 		}
-		for i, e := range prefixes {
+		for i, e := range r.prefixes {
 			if e.group == s.req.Group {
-				prefixes = append(prefixes[:i], prefixes[i+1:]...)
+				r.prefixes = append(r.prefixes[:i], r.prefixes[i+1:]...)
 				break
 			}
 		}
-		prefixes = append(prefixes, prefixEntry{s.req.Group, s.fed, s.cache})
-		if len(prefixes) > maxPref {
-			prefixes = prefixes[1:]
+		r.prefixes = append(r.prefixes, prefixEntry{s.req.Group, s.fed, s.cache})
+		if len(r.prefixes) > maxPref {
+			r.prefixes = r.prefixes[1:]
 		}
 	}
 	start := func(q Request) *slot {
 		s := &slot{req: q, cache: NewKVCache(c), sampler: NewSampler(q.Sample), start: time.Now()}
 		if q.Group != "" {
-			for _, e := range prefixes {
+			for _, e := range r.prefixes {
 				if e.group != q.Group {
 					continue
 				}

@@ -26,28 +26,27 @@ import (
 
 // Shape is a named Llama architecture.
 type Shape struct {
-	Name          string
-	Hidden        int
-	FFN           int
-	Layers        int
-	Heads         int
-	KVHeads       int
-	HeadDim       int
-	Vocab         int
-	MaxPos        int
-	RopeTheta     float64
-	RopeFactor    float64 // llama3 rope scaling factor; 0: none
-	Tied          bool
-	TokenizerSize int // tokens of the generated tokenizer (<= Vocab)
+	Name       string
+	Hidden     int
+	FFN        int
+	Layers     int
+	Heads      int
+	KVHeads    int
+	HeadDim    int
+	Vocab      int
+	MaxPos     int
+	RopeTheta  float64
+	RopeFactor float64 // llama3 rope scaling factor; 0: none
+	Tied       bool
 }
 
 // Shapes lists the shapes `qconvert random` can write. The Llama shapes are
 // those of the released checkpoints' config.json.
 var shapes = []Shape{
-	{Name: "tiny", Hidden: 64, FFN: 192, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16, Vocab: 1024, MaxPos: 2048, RopeTheta: 500000, RopeFactor: 32, Tied: true, TokenizerSize: 1024},
-	{Name: "llama-3.2-1b", Hidden: 2048, FFN: 8192, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 32, Tied: true, TokenizerSize: 4096},
-	{Name: "llama-3.2-3b", Hidden: 3072, FFN: 8192, Layers: 28, Heads: 24, KVHeads: 8, HeadDim: 128, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 32, Tied: true, TokenizerSize: 4096},
-	{Name: "llama-3.1-8b", Hidden: 4096, FFN: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 8, Tied: false, TokenizerSize: 4096},
+	{Name: "tiny", Hidden: 64, FFN: 192, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16, Vocab: 512, MaxPos: 2048, RopeTheta: 500000, RopeFactor: 32, Tied: true},
+	{Name: "llama-3.2-1b", Hidden: 2048, FFN: 8192, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 32, Tied: true},
+	{Name: "llama-3.2-3b", Hidden: 3072, FFN: 8192, Layers: 28, Heads: 24, KVHeads: 8, HeadDim: 128, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 32, Tied: true},
+	{Name: "llama-3.1-8b", Hidden: 4096, FFN: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, Vocab: 128256, MaxPos: 131072, RopeTheta: 500000, RopeFactor: 8, Tied: false},
 }
 
 // ShapeNames returns the known shape names.
@@ -170,7 +169,7 @@ func Write(ctx context.Context, dir string, s Shape, opt Options) (err error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	tokJSON, tokCfg, err := tokenizer.GenerateByteLevel(s.TokenizerSize, corpus)
+	tokJSON, tokCfg, err := tokenizer.GenerateByteLevel(s.Vocab, corpus)
 	if err != nil {
 		return fmt.Errorf("generate tokenizer: %w", err)
 	}

@@ -130,3 +130,67 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestEvalCoQA runs both protocols end to end on the real tiny model with the
+// hand-made TinyStories-style CoQA file, and scores the shared fixture.
+func TestEvalCoQA(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	data := filepath.Join(testutil.RepoRoot(t), "eval", "coqa", "testdata", "tinystories_coqa.json")
+	for _, tc := range []struct {
+		protocol string
+		n        int
+	}{{"lmeval", 4}, {"all-turns", 17}} {
+		out := filepath.Join(t.TempDir(), "res.json")
+		_, _, err := run(t, "eval", "coqa", "--model", stories, "--data", data, "--protocol", tc.protocol,
+			"--max-gen-tokens", "24", "--batch", "4", "--out", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Protocol string
+			N        int
+			F1, EM   *float64
+			Model    struct {
+				SHA256 string
+				BPW    float64
+			}
+			Timings struct {
+				PromptTokens       int `json:"prompt_tokens"`
+				CachedPromptTokens int `json:"cached_prompt_tokens"`
+			}
+			Predictions []struct {
+				Golds []string
+			}
+		}
+		if err := json.Unmarshal(b, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.N != tc.n || len(res.Predictions) != tc.n || res.F1 == nil || res.EM == nil || len(res.Model.SHA256) != 64 || res.Model.BPW != 32 {
+			t.Errorf("%s: incomplete result: %s", tc.protocol, b[:min(len(b), 600)])
+		}
+		if tc.protocol == "all-turns" && res.Timings.CachedPromptTokens == 0 {
+			t.Errorf("all-turns reused no story prefix: %+v", res.Timings)
+		}
+	}
+	fix := testutil.Shared(t, "coqa")
+	out, _, err := run(t, "eval", "coqa", "score", "--data", filepath.Join(fix, "coqa_synthetic.json"),
+		"--predictions", filepath.Join(fix, "preds_official.json"), "--protocol", "official")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exp struct {
+		Official map[string]any `json:"official"`
+	}
+	b, err := os.ReadFile(filepath.Join(fix, "expected_scores.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.Unmarshal(b, &exp)
+	if !strings.Contains(out, `"overall"`) {
+		t.Errorf("score output lacks the overall score:\n%s", out[:min(len(out), 400)])
+	}
+}
