@@ -35,6 +35,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			tokenizeCommand(),
 			logitsCommand(),
 			infoCommand(),
+			pplCommand(),
 			evalCommand(),
 		},
 		// Errors are printed once, by main.

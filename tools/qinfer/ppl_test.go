@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qllama/internal/testutil"
+)
+
+// storiesText writes text sampled from stories260k at temperature 1 with
+// fixed seeds (a few hundred tokens) and returns its path.
+func storiesText(t *testing.T, stories string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, seed := range []string{"1", "2", "3", "4"} {
+		out, _, err := run(t, "generate", "--model", stories, "--prompt", "Once upon a time", "--max-tokens", "120", "--temperature", "1", "--seed", seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString("Once upon a time" + out)
+	}
+	p := filepath.Join(t.TempDir(), "corpus.txt")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPPL(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	text := storiesText(t, stories)
+
+	out, errOut, err := run(t, "ppl", "--model", stories, "--text", text, "--ref", stories, "--ctx", "64", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	num := func(k string) float64 {
+		v, ok := res[k].(float64)
+		if !ok {
+			t.Fatalf("%s missing from %s", k, out)
+		}
+		return v
+	}
+	windows := num("windows")
+	if windows < 3 || num("ctx") != 64 || num("tokens") != windows*(64-1-32) {
+		t.Fatalf("windows %v ctx %v tokens %v", windows, num("ctx"), num("tokens"))
+	}
+	if p := num("ppl"); math.IsNaN(p) || p < 1 || p > 30 || num("ref_ppl") != p {
+		t.Fatalf("ppl %v, ref ppl %v", p, num("ref_ppl"))
+	}
+	if num("kl_mean") != 0 || num("kl_p99") != 0 || num("kl_median") != 0 || num("top1_agree") != 1 {
+		t.Fatalf("model against itself: %s", out)
+	}
+	if res["model"] != stories || res["ref"] != stories {
+		t.Fatalf("model %v ref %v", res["model"], res["ref"])
+	}
+	if n := strings.Count(errOut, "ppl windows:"); n < int(windows) {
+		t.Fatalf("%d progress lines for %v windows:\n%s", n, windows, errOut)
+	}
+
+	// Without a reference: perplexity only; --max-windows limits the work.
+	out, _, err = run(t, "ppl", "--model", stories, "--text", text, "--ctx", "64", "--max-windows", "2", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = nil
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res["kl_mean"]; ok || num("windows") != 2 || num("ppl") < 1 {
+		t.Fatalf("without --ref: %s", out)
+	}
+
+	out, _, err = run(t, "ppl", "--model", stories, "--text", text, "--ctx", "64", "--ref", stories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"perplexity", "KL divergence    mean 0.000000", "same top token   100.000%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPPLErrors(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	llama := testutil.Shared(t, "models", "random_llama32")
+	short := filepath.Join(t.TempDir(), "short.txt")
+	if err := os.WriteFile(short, []byte("Once upon a time there was a cat."), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ppl", "--model", stories, "--text", short}, "one window of context 512 needs 512"},
+		{[]string{"ppl", "--model", stories, "--text", short, "--ctx", "4096"}, "exceeds the model's context length 512"},
+		{[]string{"ppl", "--model", stories, "--text", short, "--ref", llama}, "different tokenizers"},
+		{[]string{"ppl", "--model", stories, "--text", short, "--ref", "/nonexistent"}, "--ref"},
+		{[]string{"ppl", "--model", stories, "--text", "/nonexistent.txt"}, "--text"},
+		{[]string{"ppl", "--model", stories, "--text", short, "--max-windows", "-1"}, "negative"},
+		{[]string{"ppl", "--model", stories}, "text"},
+	} {
+		_, _, err := run(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+}
