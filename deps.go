@@ -3,6 +3,7 @@
 package qllama
 
 import (
+	_ "github.com/BurntSushi/toml"
 	_ "github.com/dlclark/regexp2"
 	_ "github.com/gpustack/gguf-parser-go"
 	_ "github.com/schollz/progressbar/v3"
@@ -10,5 +11,4 @@ import (
 	_ "github.com/x448/float16"
 	_ "golang.org/x/sys/unix"
 	_ "golang.org/x/term"
-	_ "github.com/BurntSushi/toml"
 )
