@@ -89,6 +89,9 @@ func describe(l *loaded) modelInfo {
 		}
 		info.Tied = hc.TieWordEmbeddings
 	}
+	if l.gguf != nil {
+		describeGGUF(l, &info)
+	}
 	return info
 }
 

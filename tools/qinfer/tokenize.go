@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
-
-	"qllama/infer/tokenizer"
 )
 
 func tokenizeCommand() *cli.Command {
@@ -14,12 +12,12 @@ func tokenizeCommand() *cli.Command {
 		Name:  "tokenize",
 		Usage: "print the token ids of a text as a JSON array",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "model directory holding tokenizer.json"},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "model: a Hugging Face directory (tokenizer.json) or a GGUF file"},
 			&cli.StringFlag{Name: "text", Aliases: []string{"t"}, Required: true, Usage: "text to tokenize"},
 			&cli.BoolFlag{Name: "no-bos", Usage: "do not prepend the BOS token"},
 		},
 		Action: func(c *cli.Context) error {
-			tok, err := tokenizer.Load(c.String("model"))
+			tok, err := openTokenizer(c.String("model"))
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,97 @@
+package convert
+
+import "qllama/convert/quant"
+
+// bnbCodebook returns the 16 dequantization values of a bitsandbytes 4-bit
+// type exactly as quant decodes them (read back through quant.Bnb4).
+func bnbCodebook(t quant.FourBit) [16]float32 {
+	q := &quant.Bnb4{Type: t, Rows: 1, Cols: 32, BlockSize: 32, Packed: make([]byte, 16), Absmax: []float32{1}}
+	for c := 0; c < 16; c++ {
+		q.Packed[c/2] |= byte(c) << (4 * (1 - c%2)) // earlier element in the high nibble
+	}
+	w, err := q.Dequantize()
+	if err != nil {
+		panic("convert: bnb codebook: " + err.Error())
+	}
+	var lut [16]float32
+	copy(lut[:], w)
+	return lut
+}
+
+// nestAbsmax is the double quantization of quant.QuantizeBnb4 with
+// CompressStatistics (bitsandbytes quantize_4bit(compress_statistics=True)),
+// applied to the absmax of the whole tensor after the blocks were coded in
+// parallel chunks: the absmax minus their mean (float64 sum, float32 mean),
+// coded with quantize_blockwise(blocksize=256) on the signed dynamic map.
+// quant keeps this step unexported; tests check that the result is
+// identical to quant.QuantizeBnb4's.
+func nestAbsmax(absmax []float32) *quant.NestedAbsmax {
+	nb := len(absmax)
+	var sum float64
+	for _, a := range absmax {
+		sum += float64(a)
+	}
+	offset := float32(sum / float64(nb))
+	code := quant.DynamicMap()
+	const bs = quant.NestedBlockSize
+	n := &quant.NestedAbsmax{Map: code, Codes: make([]uint8, nb), Absmax: make([]float32, (nb+bs-1)/bs), Offset: offset}
+	for b := range n.Absmax {
+		lo, hi := b*bs, min(nb, (b+1)*bs)
+		var m float32
+		for _, a := range absmax[lo:hi] {
+			m = max(m, abs32(a-offset))
+		}
+		n.Absmax[b] = m
+		inv := float32(1) / m
+		for i, a := range absmax[lo:hi] {
+			n.Codes[lo+i] = quantizeDynamic(&code, (a-offset)*inv)
+		}
+	}
+	return n
+}
+
+func abs32(v float32) float32 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// quantizeDynamic is bitsandbytes' dQuantize<STOCHASTIC=0> over the sorted
+// 256-entry map: a 7-step binary search from pivot 127, then the nearer of
+// the final pivot and its neighbour by the midpoint (ties stay on the pivot).
+func quantizeDynamic(code *[256]float32, x float32) uint8 {
+	pivot, upperPivot, lowerPivot := 127, 255, 0
+	lower, upper := float32(-1), float32(1)
+	val := code[pivot]
+	for i := 64; i > 0; i >>= 1 {
+		if x > val {
+			lowerPivot, lower = pivot, val
+			pivot += i
+		} else {
+			upperPivot, upper = pivot, val
+			pivot -= i
+		}
+		val = code[pivot]
+	}
+	if upperPivot == 255 {
+		upper = code[upperPivot]
+	}
+	if lowerPivot == 0 {
+		lower = code[lowerPivot]
+	}
+	if x > val {
+		if x > (upper+val)*0.5 {
+			return uint8(upperPivot)
+		}
+		return uint8(pivot)
+	}
+	if x < (lower+val)*0.5 {
+		return uint8(lowerPivot)
+	}
+	return uint8(pivot)
+}
+
+// BnbCodebook returns the 16 values of a bitsandbytes 4-bit codebook as the
+// quant package decodes them (what qllama.quant.<T>.codebook holds).
+func BnbCodebook(t quant.FourBit) [16]float32 { return bnbCodebook(t) }

@@ -1,0 +1,404 @@
+package convert
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/x448/float16"
+
+	"qllama/convert/quant"
+	"qllama/format/gguf"
+	"qllama/format/safetensors"
+)
+
+// part is one stored tensor of a weight: the weight itself for ggml types,
+// or one of its components.
+type part struct {
+	suffix string // "" or ".codes", ".absmax", ...
+	typ    gguf.Type
+	shape  []int64
+}
+
+// source reads rows of a 2-D (or 1-D) float tensor from the mapped
+// safetensors bytes, optionally through a row permutation.
+type source struct {
+	raw   []byte
+	dtype safetensors.DType
+	esize int
+	cols  int
+	perm  []int // output row r reads source row perm[r]; nil: identity
+}
+
+// rows converts rows [lo, hi) into dst (len (hi-lo)*cols).
+func (s *source) rows(dst []float32, lo, hi int) error {
+	rb := s.cols * s.esize
+	if s.perm == nil {
+		return safetensors.ToFloat32(dst[:(hi-lo)*s.cols], s.raw[lo*rb:hi*rb], s.dtype)
+	}
+	for r := lo; r < hi; r++ {
+		p := s.perm[r]
+		if err := safetensors.ToFloat32(dst[(r-lo)*s.cols:(r-lo+1)*s.cols], s.raw[p*rb:(p+1)*rb], s.dtype); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errSums accumulates sum (w - deq)^2 and sum w^2 in float64.
+type errSums struct{ diff, ref float64 }
+
+func (e *errSums) add(w, deq []float32) {
+	var d, r float64
+	for i, v := range w {
+		x := float64(v)
+		y := x - float64(deq[i])
+		d += y * y
+		r += x * x
+	}
+	e.diff += d
+	e.ref += r
+}
+
+// rel returns ||W - deq(W)|| / ||W|| (0 for an all-zero tensor coded exactly).
+func (e errSums) rel() float64 {
+	if e.ref == 0 {
+		if e.diff == 0 {
+			return 0
+		}
+		return math.Inf(1)
+	}
+	return math.Sqrt(e.diff / e.ref)
+}
+
+// chunkWork runs fn over row chunks [lo, hi) of about chunkElems elements on
+// up to threads goroutines, each with its own scratch, checking ctx between
+// chunks. Error sums are combined in chunk order, so results are
+// deterministic.
+func chunkWork(ctx context.Context, threads, rows, cols int, fn func(sc *scratch, lo, hi int, acc *errSums) error) (errSums, error) {
+	const chunkElems = 1 << 18
+	per := max(1, chunkElems/max(cols, 1))
+	n := (rows + per - 1) / per
+	sums := make([]errSums, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(threads, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc := &scratch{}
+			for i := range next {
+				if errs[i] = ctx.Err(); errs[i] != nil {
+					continue
+				}
+				lo, hi := i*per, min(rows, (i+1)*per)
+				errs[i] = fn(sc, lo, hi, &sums[i])
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var total errSums
+	for i := range sums {
+		if errs[i] != nil {
+			return total, errs[i]
+		}
+		total.diff += sums[i].diff
+		total.ref += sums[i].ref
+	}
+	return total, nil
+}
+
+// scratch holds a worker's reusable buffers.
+type scratch struct{ src, deq []float32 }
+
+func (s *scratch) grow(n int) (src, deq []float32) {
+	if cap(s.src) < n {
+		s.src, s.deq = make([]float32, n), make([]float32, n)
+	}
+	return s.src[:n], s.deq[:n]
+}
+
+// parts returns the stored tensors of a [rows, cols] weight in scheme s
+// (rows 0: a 1-D tensor of cols values, which must be native).
+func parts(s Scheme, rows, cols int) []part {
+	r, c := int64(rows), int64(cols)
+	if s.Native() {
+		shape := []int64{r, c}
+		if rows == 0 {
+			shape = []int64{c}
+		}
+		return []part{{"", gguf.Type(s.traits().GGUF), shape}}
+	}
+	switch s.Format {
+	case FormatInt8:
+		return []part{{".codes", gguf.TypeI8, []int64{r, c}}, {".absmax", gguf.TypeF32, []int64{r}}}
+	case FormatNF4, FormatFP4:
+		nb := c / int64(s.Group)
+		ps := []part{{".codes", gguf.TypeI8, []int64{r, c / 2}}}
+		if !s.DoubleQuant {
+			return append(ps, part{".absmax", gguf.TypeF32, []int64{r, nb}})
+		}
+		nested := (r*nb + quant.NestedBlockSize - 1) / quant.NestedBlockSize
+		return append(ps,
+			part{".absmax", gguf.TypeI8, []int64{r, nb}},
+			part{".absmax.scales", gguf.TypeF32, []int64{nested}},
+			part{".absmax.offset", gguf.TypeF32, []int64{1}},
+			part{".absmax.codebook", gguf.TypeF32, []int64{256}})
+	case FormatRTN:
+		ng := int64(rtnGroups(s, cols))
+		ps := []part{
+			{".codes", gguf.TypeI8, []int64{r, int64(rtnRowBytes(s.Bits, cols))}},
+			{".scales", gguf.TypeF32, []int64{r, ng}},
+		}
+		if !s.Sym {
+			ps = append(ps, part{".zeros", gguf.TypeF16, []int64{r, ng}})
+		}
+		return ps
+	}
+	panic("convert: unknown format " + s.Format)
+}
+
+// rtnGroupSize is the stored group size: 0 (one group per row) when the
+// group covers the row, as quant.RTN does.
+func rtnGroupSize(s Scheme, cols int) int {
+	if s.Group <= 0 || s.Group >= cols {
+		return 0
+	}
+	return s.Group
+}
+
+func rtnGroups(s Scheme, cols int) int {
+	g := rtnGroupSize(s, cols)
+	if g == 0 {
+		return 1
+	}
+	return (cols + g - 1) / g
+}
+
+func rtnRowBytes(bits, cols int) int { return (cols*bits + 7) / 8 }
+
+// packRow writes codes as an LSB-first bit stream of bits-wide codes into
+// dst (len rtnRowBytes(bits, len(codes))).
+func packRow(dst []byte, codes []uint8, bits int) {
+	var acc uint64
+	n, o := 0, 0
+	for _, c := range codes {
+		acc |= uint64(c) << n
+		n += bits
+		for n >= 8 {
+			dst[o] = byte(acc)
+			o++
+			acc >>= 8
+			n -= 8
+		}
+	}
+	if n > 0 {
+		dst[o] = byte(acc)
+	}
+}
+
+// encoded is a quantized weight: one byte slice per part, and its error.
+type encoded struct {
+	data [][]byte
+	err  errSums
+}
+
+// encode quantizes a [rows, cols] weight (rows 0: 1-D) read from src.
+func encode(ctx context.Context, threads int, s Scheme, src *source, rows, cols int) (*encoded, error) {
+	r := max(rows, 1)
+	switch {
+	case s.Native():
+		return encodeNative(ctx, threads, s.traits(), src, r, cols)
+	case s.Format == FormatInt8:
+		return encodeInt8(ctx, threads, src, r, cols)
+	case s.Format == FormatNF4 || s.Format == FormatFP4:
+		return encodeBnb4(ctx, threads, s, src, r, cols)
+	case s.Format == FormatRTN:
+		return encodeRTN(ctx, threads, s, src, r, cols)
+	}
+	return nil, fmt.Errorf("unknown format %q", s.Format)
+}
+
+func encodeNative(ctx context.Context, threads int, t quant.Traits, src *source, rows, cols int) (*encoded, error) {
+	rb, err := t.RowBytes(cols)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, rows*rb)
+	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, deq := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		for i := 0; i < hi-lo; i++ {
+			row, dst := w[i*cols:(i+1)*cols], out[(lo+i)*rb:(lo+i+1)*rb]
+			if err := t.Quantize(dst, row); err != nil {
+				return fmt.Errorf("row %d: %w", lo+i, err)
+			}
+			if err := t.Dequantize(deq[i*cols:(i+1)*cols], dst); err != nil {
+				return fmt.Errorf("row %d: %w", lo+i, err)
+			}
+		}
+		acc.add(w, deq)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &encoded{data: [][]byte{out}, err: sums}, nil
+}
+
+func encodeInt8(ctx context.Context, threads int, src *source, rows, cols int) (*encoded, error) {
+	codes := make([]byte, rows*cols)
+	absmax := make([]float32, rows)
+	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, _ := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		q, err := quant.QuantizeInt8(w, hi-lo, cols)
+		if err != nil {
+			return err
+		}
+		for i, c := range q.Codes {
+			codes[lo*cols+i] = byte(c)
+		}
+		copy(absmax[lo:hi], q.Absmax)
+		deq, err := q.Dequantize()
+		if err != nil {
+			return err
+		}
+		acc.add(w, deq)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &encoded{data: [][]byte{codes, f32Bytes(absmax)}, err: sums}, nil
+}
+
+func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, cols int) (*encoded, error) {
+	typ := quant.NF4
+	if s.Format == FormatFP4 {
+		typ = quant.FP4
+	}
+	bpr := cols / s.Group // blocks per row
+	packed := make([]byte, rows*cols/2)
+	absmax := make([]float32, rows*bpr)
+	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, _ := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		q, err := quant.QuantizeBnb4(w, hi-lo, cols, quant.Bnb4Options{Type: typ, BlockSize: s.Group})
+		if err != nil {
+			return err
+		}
+		copy(packed[lo*cols/2:], q.Packed)
+		copy(absmax[lo*bpr:hi*bpr], q.Absmax)
+		if s.DoubleQuant {
+			return nil // the error needs the nested absmax: second pass below
+		}
+		deq, err := q.Dequantize()
+		if err != nil {
+			return err
+		}
+		acc.add(w, deq)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !s.DoubleQuant {
+		return &encoded{data: [][]byte{packed, f32Bytes(absmax)}, err: sums}, nil
+	}
+	nested := nestAbsmax(absmax)
+	full := &quant.Bnb4{Type: typ, Rows: rows, Cols: cols, BlockSize: s.Group, Packed: packed, Nested: nested}
+	am, err := full.BlockAbsmax()
+	if err != nil {
+		return nil, err
+	}
+	lut := bnbCodebook(typ)
+	sums, err = chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, deq := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		base := lo * cols
+		for i := range w {
+			e := base + i
+			c := packed[e/2] >> 4
+			if e%2 == 1 {
+				c = packed[e/2] & 15
+			}
+			deq[i] = lut[c] * am[e/s.Group]
+		}
+		acc.add(w, deq)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &encoded{data: [][]byte{packed, nested.Codes, f32Bytes(nested.Absmax), f32Bytes([]float32{nested.Offset}), f32Bytes(nested.Map[:])}, err: sums}, nil
+}
+
+func encodeRTN(ctx context.Context, threads int, s Scheme, src *source, rows, cols int) (*encoded, error) {
+	gs := rtnGroupSize(s, cols)
+	ng := rtnGroups(s, cols)
+	rb := rtnRowBytes(s.Bits, cols)
+	codes := make([]byte, rows*rb)
+	scales := make([]float32, rows*ng)
+	var zeros []byte
+	if !s.Sym {
+		zeros = make([]byte, 2*rows*ng)
+	}
+	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, _ := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		g, err := quant.RTN(w, hi-lo, cols, quant.GroupedOptions{Bits: s.Bits, GroupSize: gs, Sym: s.Sym})
+		if err != nil {
+			return err
+		}
+		for i := 0; i < hi-lo; i++ {
+			packRow(codes[(lo+i)*rb:(lo+i+1)*rb], g.Codes[i*cols:(i+1)*cols], s.Bits)
+		}
+		copy(scales[lo*ng:hi*ng], g.Scales)
+		if zeros != nil {
+			for i, z := range g.Zeros {
+				binary.LittleEndian.PutUint16(zeros[2*(lo*ng+i):], float16.Fromfloat32(float32(z)).Bits())
+			}
+		}
+		deq, err := g.Dequantize()
+		if err != nil {
+			return err
+		}
+		acc.add(w, deq)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	data := [][]byte{codes, f32Bytes(scales)}
+	if zeros != nil {
+		data = append(data, zeros)
+	}
+	return &encoded{data: data, err: sums}, nil
+}
+
+// f32Bytes returns v little-endian.
+func f32Bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}

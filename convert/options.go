@@ -1,0 +1,232 @@
+package convert
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"qllama/convert/quant"
+	"qllama/format/gguf"
+)
+
+// ErrOptions is wrapped by errors about invalid options.
+var ErrOptions = errors.New("invalid conversion options")
+
+// Format names beyond the ggml row formats of the quant traits table.
+const (
+	FormatNF4  = "nf4"  // bitsandbytes NF4, absmax per block (Group, default 64)
+	FormatFP4  = "fp4"  // bitsandbytes FP4
+	FormatInt8 = "int8" // LLM.int8: per-row absmax, signed 8-bit codes
+	FormatRTN  = "rtn"  // grouped integer round to nearest, Bits 2..8 (GPTQ rule)
+)
+
+// Defaults applied when the options leave a parameter at zero.
+const (
+	DefaultBits     = 4
+	DefaultRTNGroup = 128
+	DefaultBnbGroup = 64
+)
+
+// Methods lists every accepted method and type name.
+func Methods() []string {
+	return []string{FormatNF4, FormatFP4, FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", FormatRTN, "f16", "bf16", "f32"}
+}
+
+// Options configure Convert.
+type Options struct {
+	// In is the Hugging Face model directory; Out the GGUF file to write.
+	In, Out string
+	// Method is the default format of every weight: one of Methods().
+	Method string
+	// Bits is the code width of rtn (2..8); 0 means DefaultBits.
+	Bits int
+	// Group is the group size of rtn (0: DefaultRTNGroup, -1: one group per
+	// row) or the absmax block size of nf4/fp4 (0: DefaultBnbGroup).
+	Group int
+	// Sym selects symmetric rtn (no zero points).
+	Sym bool
+	// DoubleQuant quantizes the nf4/fp4 absmax to 8 bits (bitsandbytes'
+	// compress_statistics).
+	DoubleQuant bool
+	// Type is the format of the linear layers (attention and MLP); "" means
+	// Method. EmbedType is the format of token_embd ("" means Type), HeadType
+	// that of the output projection ("" means EmbedType). When embeddings
+	// are tied and HeadType differs from EmbedType, an explicit output.weight
+	// is written. Norms are always F32.
+	Type, EmbedType, HeadType string
+	// Threads is the number of quantizing goroutines; <= 0 means GOMAXPROCS.
+	Threads int
+	// Progress, when set, receives a progress bar counted in output bytes.
+	Progress io.Writer
+}
+
+// Scheme is a resolved per-tensor format with its parameters.
+type Scheme struct {
+	Format      string // a quant traits name (q4_0, f16, ...) or FormatNF4/FP4/Int8/RTN
+	Bits        int    // rtn: 2..8; nf4/fp4: 4; int8: 8
+	Group       int    // rtn: group size, 0 per channel; nf4/fp4: block size
+	Sym         bool   // rtn
+	DoubleQuant bool   // nf4/fp4
+}
+
+// String describes the scheme, e.g. "q4_0", "nf4 b64 dq", "rtn int3 g128 asym".
+func (s Scheme) String() string {
+	switch s.Format {
+	case FormatNF4, FormatFP4:
+		str := fmt.Sprintf("%s b%d", s.Format, s.Group)
+		if s.DoubleQuant {
+			str += " dq"
+		}
+		return str
+	case FormatRTN:
+		g := "per-channel"
+		if s.Group > 0 {
+			g = fmt.Sprintf("g%d", s.Group)
+		}
+		sym := "asym"
+		if s.Sym {
+			sym = "sym"
+		}
+		return fmt.Sprintf("rtn int%d %s %s", s.Bits, g, sym)
+	}
+	return s.Format
+}
+
+// Native reports whether the scheme is a ggml tensor type (llama.cpp loads it).
+func (s Scheme) Native() bool {
+	_, err := quant.Lookup(s.Format)
+	return err == nil
+}
+
+// traits returns the ggml row format of a native scheme.
+func (s Scheme) traits() quant.Traits {
+	t, _ := quant.Lookup(s.Format)
+	return t
+}
+
+// fileTypes maps native formats to general.file_type.
+var fileTypes = map[string]gguf.FileType{
+	"f32": gguf.FileTypeAllF32, "f16": gguf.FileTypeMostlyF16, "bf16": gguf.FileTypeMostlyBF16,
+	"q8_0": gguf.FileTypeMostlyQ8_0, "q4_0": gguf.FileTypeMostlyQ4_0, "q4_1": gguf.FileTypeMostlyQ4_1,
+	"q5_0": gguf.FileTypeMostlyQ5_0, "q5_1": gguf.FileTypeMostlyQ5_1, "iq4_nl": gguf.FileTypeMostlyIQ4NL,
+}
+
+// scheme builds the scheme named name with the options' parameters.
+func (o *Options) scheme(flag, name string) (Scheme, error) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	s := Scheme{Format: name}
+	switch name {
+	case FormatNF4, FormatFP4:
+		s.Bits, s.Group, s.DoubleQuant = 4, o.Group, o.DoubleQuant
+		if s.Group == 0 {
+			s.Group = DefaultBnbGroup
+		}
+		if s.Group < 32 || s.Group > 4096 || s.Group&(s.Group-1) != 0 {
+			return s, fmt.Errorf("%s %s: group (absmax block) %d must be a power of two in 32..4096: %w", flag, name, o.Group, ErrOptions)
+		}
+	case FormatInt8:
+		s.Bits = 8
+	case FormatRTN:
+		s.Bits, s.Group, s.Sym = o.Bits, o.Group, o.Sym
+		if s.Bits == 0 {
+			s.Bits = DefaultBits
+		}
+		if s.Bits < 2 || s.Bits > 8 {
+			return s, fmt.Errorf("%s rtn: bits %d must be 2..8: %w", flag, s.Bits, ErrOptions)
+		}
+		switch {
+		case s.Group == 0:
+			s.Group = DefaultRTNGroup
+		case s.Group == -1:
+			s.Group = 0
+		case s.Group < 0:
+			return s, fmt.Errorf("%s rtn: group %d must be positive or -1 (per channel): %w", flag, s.Group, ErrOptions)
+		}
+	default:
+		if _, err := quant.Lookup(name); err != nil {
+			return s, fmt.Errorf("%s %q: want one of %s: %w", flag, name, strings.Join(Methods(), ", "), ErrOptions)
+		}
+	}
+	return s, nil
+}
+
+// policy is the resolved per-class format choice.
+type policy struct {
+	linear, embed, head Scheme
+}
+
+// resolve validates the options and returns the policy.
+func (o *Options) resolve() (policy, error) {
+	var p policy
+	if o.In == "" || o.Out == "" {
+		return p, fmt.Errorf("input directory and output file are required: %w", ErrOptions)
+	}
+	if o.Method == "" {
+		return p, fmt.Errorf("method is required (one of %s): %w", strings.Join(Methods(), ", "), ErrOptions)
+	}
+	typ, emb, head := o.Type, o.EmbedType, o.HeadType
+	if typ == "" {
+		typ = o.Method
+	}
+	if emb == "" {
+		emb = typ
+	}
+	if head == "" {
+		head = emb
+	}
+	if _, err := o.scheme("method", o.Method); err != nil {
+		return p, err
+	}
+	var err error
+	if p.linear, err = o.scheme("type", typ); err != nil {
+		return p, err
+	}
+	if p.embed, err = o.scheme("embed-type", emb); err != nil {
+		return p, err
+	}
+	if p.head, err = o.scheme("head-type", head); err != nil {
+		return p, err
+	}
+	uses := func(f ...string) bool {
+		for _, s := range []Scheme{p.linear, p.embed, p.head} {
+			for _, x := range f {
+				if s.Format == x {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	switch {
+	case o.Bits != 0 && !uses(FormatRTN):
+		return p, fmt.Errorf("bits %d applies to rtn only: %w", o.Bits, ErrOptions)
+	case o.Group != 0 && !uses(FormatRTN, FormatNF4, FormatFP4):
+		return p, fmt.Errorf("group %d applies to rtn, nf4 and fp4 only: %w", o.Group, ErrOptions)
+	case o.Sym && !uses(FormatRTN):
+		return p, fmt.Errorf("sym applies to rtn only: %w", ErrOptions)
+	case o.DoubleQuant && !uses(FormatNF4, FormatFP4):
+		return p, fmt.Errorf("double quant applies to nf4 and fp4 only: %w", ErrOptions)
+	}
+	return p, nil
+}
+
+// fitScheme returns the scheme actually used for a [rows, cols] weight and,
+// when it differs from s, why. ggml block formats need cols to be whole
+// blocks and fall back to f16 (as llama.cpp falls back for tensors its
+// k-quants cannot take); nf4/fp4 need cols to be whole absmax blocks (so
+// blocks never span rows) and fall back to int8; rtn takes a short last
+// group; int8 and the float formats fit any shape.
+func fitScheme(s Scheme, cols int) (Scheme, string) {
+	switch {
+	case s.Native():
+		if bs := s.traits().BlockSize; cols%bs != 0 {
+			return Scheme{Format: "f16"}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, bs)
+		}
+	case s.Format == FormatNF4 || s.Format == FormatFP4:
+		if cols%s.Group != 0 {
+			return Scheme{Format: FormatInt8, Bits: 8}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, s.Group)
+		}
+	}
+	return s, ""
+}
