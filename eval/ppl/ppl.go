@@ -60,11 +60,13 @@ type Options struct {
 	// scored half of a window at once). It bounds memory to Batch*Vocab
 	// float32 logits per model and does not change the results.
 	Batch int
-	// OnWindow, if set, is called after each window with the running totals.
+	// OnWindow, if set, is called once before the first window (Window 0)
+	// and after each window with the running totals.
 	OnWindow func(Progress)
 }
 
-// Progress reports the running totals after a window.
+// Progress reports the running totals after a window (all zero but Windows
+// before the first).
 type Progress struct {
 	Window  int     // windows done
 	Windows int     // windows to do in all
@@ -182,6 +184,9 @@ func Evaluate(ctx context.Context, model *infer.Model, ids []int, opt Options) (
 	}
 	if opt.Ref != nil {
 		e.ref = infer.NewRunner(opt.Ref)
+	}
+	if opt.OnWindow != nil {
+		opt.OnWindow(Progress{Windows: len(ws)})
 	}
 	for i, w := range ws {
 		if err := ctx.Err(); err != nil {

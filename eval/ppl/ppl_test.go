@@ -119,7 +119,7 @@ func TestPerplexityMatchesIndependentRecomputation(t *testing.T) {
 	if res.PPLStderr <= 0 || res.PPLStderr > res.PPL {
 		t.Fatalf("stderr %v for ppl %v", res.PPLStderr, res.PPL)
 	}
-	if len(progress) != 3 || progress[2].Window != 3 || progress[2].Windows != 3 || progress[2].Tokens != res.Tokens || progress[2].PPL != res.PPL {
+	if len(progress) != 4 || progress[0] != (Progress{Windows: 3}) || progress[3].Window != 3 || progress[3].Windows != 3 || progress[3].Tokens != res.Tokens || progress[3].PPL != res.PPL {
 		t.Fatalf("progress %+v", progress)
 	}
 	// Splitting the scored half into batches changes nothing.

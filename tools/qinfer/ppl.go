@@ -78,8 +78,9 @@ func runPPL(c *cli.Context) error {
 
 	var bar *progress.Bar
 	opt.OnWindow = func(p ppl.Progress) {
-		if bar == nil {
+		if p.Window == 0 {
 			bar = progress.New(c.App.ErrWriter, int64(p.Windows), "ppl windows", progress.Options{Every: time.Nanosecond})
+			return
 		}
 		bar.Add(1)
 	}
