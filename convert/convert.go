@@ -276,8 +276,12 @@ func (w *weight) encode(ctx context.Context, src *hf.Model, threads int) error {
 func componentKVs(w *weight, dtype string) []gguf.KV {
 	k := func(f string) string { return TensorKey(w.name, f) }
 	s := w.scheme
+	format := s.Format
+	if format == FormatRTN {
+		format = StoredInt
+	}
 	kvs := []gguf.KV{
-		{Key: k("format"), Value: s.Format},
+		{Key: k("format"), Value: format},
 		{Key: k("shape"), Value: []int64{int64(w.rows), int64(w.cols)}},
 		{Key: k("bits"), Value: uint32(s.Bits)},
 		{Key: k("dtype"), Value: dtype},

@@ -21,6 +21,10 @@ const (
 	FormatRTN  = "rtn"  // grouped integer round to nearest, Bits 2..8 (GPTQ rule)
 )
 
+// StoredInt is the qllama.quant.<T>.format of grouped integer weights
+// (written by rtn; GPTQ/AWQ-style weights use the same layout).
+const StoredInt = "int"
+
 // Defaults applied when the options leave a parameter at zero.
 const (
 	DefaultBits     = 4

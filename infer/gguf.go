@@ -464,7 +464,7 @@ func (l *ggufLoader) load(name string, rows, cols, heads int) (Weight, error) {
 		q, err = c.int8(heads)
 	case convert.FormatNF4, convert.FormatFP4:
 		q, err = c.bnb4(format, heads)
-	case "int":
+	case convert.StoredInt:
 		q, err = c.grouped(heads)
 	default:
 		return nil, ggufErr(f, "%s = %q: unknown scheme", convert.TensorKey(name, "format"), format)

@@ -28,9 +28,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
+		UsageText:       "qconvert --in HF_DIR --out FILE --method METHOD [options]\n   qconvert COMMAND [options]",
+		Flags:           convertFlags(),
+		Action:          runConvert,
 		Commands: []*cli.Command{
+			convertCommand(),
+			inspectCommand(),
 			randomCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// usageError reports a command-line mistake.
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("usage: "+format+" (see --help)", args...)
 }
