@@ -49,7 +49,7 @@ func convertAndLoad(t *testing.T, opt convert.Options) *converted {
 		t.Fatalf("LoadGGUF: %v", err)
 	}
 	// Every file we write must be readable by an independent parser.
-	theirs, err := ggufparser.ParseGGUFFile(opt.Out)
+	theirs, err := ggufparser.ParseGGUFFile(opt.Out, ggufparser.UseMMap())
 	if err != nil {
 		t.Fatalf("gguf-parser-go: %v", err)
 	}
@@ -419,9 +419,8 @@ func TestRoundTripLlama32(t *testing.T) {
 		opt  convert.Options
 	}{
 		{"bf16", convert.Options{Method: "bf16"}},
-		{"f32", convert.Options{Method: "f32", EmbedType: "q8_0"}},
 		{"q4_0_nf4dq", convert.Options{Method: "q4_0", Type: "nf4", DoubleQuant: true, EmbedType: "q8_0"}},
-		{"rtn3", convert.Options{Method: "rtn", Bits: 3, Group: 32, EmbedType: "q4_1"}},
+		{"rtn3_f32embed_q41head", convert.Options{Method: "rtn", Bits: 3, Group: 32, EmbedType: "f32", HeadType: "q4_1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opt := tc.opt
