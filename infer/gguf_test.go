@@ -101,7 +101,7 @@ func TestLoadGGUFErrors(t *testing.T) {
 		want string
 	}{
 		{"missing block count", q8, dropKey(gguf.KeyBlockCount), "llama.block_count"},
-		{"huge dimension", q8, setKey(gguf.KeyEmbeddingLength, uint32(1 << 30)), "embedding_length"},
+		{"huge dimension", q8, setKey(gguf.KeyEmbeddingLength, uint32(1<<30)), "embedding_length"},
 		{"wrong architecture", q8, setKey(gguf.KeyGeneralArchitecture, "gpt2"), "architecture"},
 		{"missing tensor", q8, dropTensor("blk.3.ffn_up.weight"), `"blk.3.ffn_up.weight" missing`},
 		{"missing norm", q8, dropTensor("output_norm.weight"), "output_norm.weight"},
