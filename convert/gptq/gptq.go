@@ -218,9 +218,12 @@ func findParams(x []float64, maxq float32, sym bool) params {
 	return params{float64(scale), math.RoundToEven(float64(-xmin / scale))}
 }
 
-// quantize returns the code of w and its dequantized value.
+// quantize returns the code of w and its dequantized value. The division
+// is done in float32, as torch.round(x / scale) in the reference and in
+// quant.RTN: the extreme weights of a symmetric group land exactly on a
+// rounding tie, which float64 division would break the other way.
 func (p params) quantize(w, maxq float64) (uint8, float64) {
-	q := math.RoundToEven(w/p.scale) + p.zero
+	q := math.RoundToEven(float64(float32(w)/float32(p.scale))) + p.zero
 	if math.IsNaN(q) {
 		q = p.zero
 	}
