@@ -292,25 +292,23 @@ func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, c
 	bpr := cols / s.Group // blocks per row
 	packed := make([]byte, rows*cols/2)
 	absmax := make([]float32, rows*bpr)
+	coder := fourBitCoders()[typ]
+	lut := bnbCodebook(typ)
 	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
-		w, _ := sc.grow((hi - lo) * cols)
+		w, deq := sc.grow((hi - lo) * cols)
 		if err := src.rows(w, lo, hi); err != nil {
 			return err
 		}
-		q, err := quant.QuantizeBnb4(w, hi-lo, cols, quant.Bnb4Options{Type: typ, BlockSize: s.Group})
-		if err != nil {
-			return err
+		if err := checkFinite(w); err != nil {
+			return fmt.Errorf("row %d: %w", lo+err.(finiteError).i/cols, err)
 		}
-		copy(packed[lo*cols/2:], q.Packed)
-		copy(absmax[lo*bpr:hi*bpr], q.Absmax)
 		if s.DoubleQuant {
-			return nil // the error needs the nested absmax: second pass below
+			deq = nil // the error needs the nested absmax: second pass below
 		}
-		deq, err := q.Dequantize()
-		if err != nil {
-			return err
+		quantizeFourBitRows(coder, &lut, w, s.Group, packed[lo*cols/2:hi*cols/2], absmax[lo*bpr:hi*bpr], deq)
+		if deq != nil {
+			acc.add(w, deq)
 		}
-		acc.add(w, deq)
 		return nil
 	})
 	if err != nil {
@@ -325,7 +323,6 @@ func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, c
 	if err != nil {
 		return nil, err
 	}
-	lut := bnbCodebook(typ)
 	sums, err = chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
 		w, deq := sc.grow((hi - lo) * cols)
 		if err := src.rows(w, lo, hi); err != nil {
@@ -392,6 +389,25 @@ func encodeRTN(ctx context.Context, threads int, s Scheme, src *source, rows, co
 		data = append(data, zeros)
 	}
 	return &encoded{data: data, err: sums}, nil
+}
+
+// finiteError reports a NaN or infinite source value.
+type finiteError struct {
+	i int
+	v float32
+}
+
+func (e finiteError) Error() string { return fmt.Sprintf("element %d is %v: %v", e.i, e.v, quant.ErrNonFinite) }
+func (e finiteError) Unwrap() error { return quant.ErrNonFinite }
+
+// checkFinite rejects NaN and Inf (quant's encoders do the same).
+func checkFinite(w []float32) error {
+	for i, v := range w {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
+			return finiteError{i, v}
+		}
+	}
+	return nil
 }
 
 // f32Bytes returns v little-endian.

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -88,6 +89,58 @@ func TestFitScheme(t *testing.T) {
 		got, why := fitScheme(tc.s, tc.cols)
 		if got.Format != tc.want || (why != "") != tc.fell {
 			t.Errorf("%s with %d cols: %s (%q), want %s fallback=%v", tc.s, tc.cols, got, why, tc.want, tc.fell)
+		}
+	}
+}
+
+// TestFourBitCoderMatchesQuant checks the fast 4-bit coder against
+// quant.QuantizeBnb4 on random rows, all-zero blocks, values at and next to
+// every threshold, signed zeros and subnormals.
+func TestFourBitCoderMatchesQuant(t *testing.T) {
+	const cols, bs = 256, 64
+	rng := rand.New(rand.NewPCG(7, 8))
+	var w []float32
+	for i := 0; i < 64*cols; i++ {
+		w = append(w, float32(rng.NormFloat64())*0.02)
+	}
+	zero := make([]float32, cols) // an all-zero row
+	w = append(w, zero...)
+	edge := []float32{1, -1, 0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, 0.5, -0.5}
+	for _, typ := range []quant.FourBit{quant.NF4, quant.FP4} {
+		c := newFourBitCoder(typ)
+		for b := range c.base {
+			for _, th := range c.thr[b][:c.n[b]] {
+				x := fromKey(th)
+				edge = append(edge, x, math.Nextafter32(x, 2), math.Nextafter32(x, -2), -x)
+			}
+		}
+	}
+	for len(edge)%cols != 0 {
+		edge = append(edge, float32(rng.Float64()*2-1))
+	}
+	w = append(w, edge...)
+	rows := len(w) / cols
+	for _, typ := range []quant.FourBit{quant.NF4, quant.FP4} {
+		want, err := quant.QuantizeBnb4(w, rows, cols, quant.Bnb4Options{Type: typ, BlockSize: bs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		packed := make([]byte, len(w)/2)
+		absmax := make([]float32, len(w)/bs)
+		deq := make([]float32, len(w))
+		lut := bnbCodebook(typ)
+		quantizeFourBitRows(fourBitCoders()[typ], &lut, w, bs, packed, absmax, deq)
+		if !reflect.DeepEqual(packed, want.Packed) || !reflect.DeepEqual(absmax, want.Absmax) {
+			for i := range packed {
+				if packed[i] != want.Packed[i] {
+					t.Fatalf("%v: byte %d (values %g, %g): %#x, quant %#x", typ, i, w[2*i], w[2*i+1], packed[i], want.Packed[i])
+				}
+			}
+			t.Fatalf("%v: absmax differ", typ)
+		}
+		wd, _ := want.Dequantize()
+		if !reflect.DeepEqual(deq, wd) {
+			t.Errorf("%v: dequantized values differ from quant's", typ)
 		}
 	}
 }
