@@ -51,15 +51,24 @@ func (s *source) rows(dst []float32, lo, hi int) error {
 type errSums struct{ diff, ref float64 }
 
 func (e *errSums) add(w, deq []float32) {
-	var d, r float64
-	for i, v := range w {
-		x := float64(v)
-		y := x - float64(deq[i])
-		d += y * y
-		r += x * x
+	// Four independent accumulator pairs keep the float64 adds pipelined.
+	var d0, d1, d2, d3, r0, r1, r2, r3 float64
+	n := len(w) &^ 3
+	deq = deq[:len(w)]
+	for i := 0; i < n; i += 4 {
+		x0, x1, x2, x3 := float64(w[i]), float64(w[i+1]), float64(w[i+2]), float64(w[i+3])
+		y0, y1, y2, y3 := x0-float64(deq[i]), x1-float64(deq[i+1]), x2-float64(deq[i+2]), x3-float64(deq[i+3])
+		d0, d1, d2, d3 = d0+y0*y0, d1+y1*y1, d2+y2*y2, d3+y3*y3
+		r0, r1, r2, r3 = r0+x0*x0, r1+x1*x1, r2+x2*x2, r3+x3*x3
 	}
-	e.diff += d
-	e.ref += r
+	for i := n; i < len(w); i++ {
+		x := float64(w[i])
+		y := x - float64(deq[i])
+		d0 += y * y
+		r0 += x * x
+	}
+	e.diff += (d0 + d1) + (d2 + d3)
+	e.ref += (r0 + r1) + (r2 + r3)
 }
 
 // rel returns ||W - deq(W)|| / ||W|| (0 for an all-zero tensor coded exactly).
