@@ -406,7 +406,9 @@ type finiteError struct {
 	v float32
 }
 
-func (e finiteError) Error() string { return fmt.Sprintf("element %d is %v: %v", e.i, e.v, quant.ErrNonFinite) }
+func (e finiteError) Error() string {
+	return fmt.Sprintf("element %d is %v: %v", e.i, e.v, quant.ErrNonFinite)
+}
 func (e finiteError) Unwrap() error { return quant.ErrNonFinite }
 
 // checkFinite rejects NaN and Inf (quant's encoders do the same).
