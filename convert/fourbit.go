@@ -19,40 +19,58 @@ import (
 // float32 keys with quant.QuantizeBnb4 as the oracle, so the coder agrees
 // with quant bit for bit by construction (and tests check it).
 type fourBitCoder struct {
-	base [1 << 12]uint8
-	n    [1 << 12]uint8
-	thr  [1 << 12][2]uint32 // threshold keys inside the bucket
-	out  [16]uint8          // count -> code
-	fp4  bool
+	bucket [1 << coderBits]coderBucket
+	out    [16]uint8 // count -> code
+	fp4    bool
+}
+
+// coderBits is the number of key bits indexing the buckets: enough that no
+// bucket holds two thresholds (newFourBitCoder checks).
+const coderBits = 12
+
+// coderBucket is one key range: the thresholds below it, and the one inside
+// it (math.MaxUint32 when none).
+type coderBucket struct {
+	thr  uint32
+	base uint8
 }
 
 // orderKey maps a finite float32 to a uint32 with the same order (-0 < +0).
 func orderKey(x float32) uint32 {
 	b := math.Float32bits(x)
-	if b>>31 != 0 {
-		return ^b
-	}
-	return b | 1<<31
+	// Branchless: weights' signs are random, a branch would mispredict half
+	// the time.
+	return b ^ (uint32(int32(b)>>31) | 1<<31)
 }
 
 // code returns the 4-bit code of x = v/absmax (finite).
 func (c *fourBitCoder) code(x float32) uint8 {
 	var sign uint8
 	if c.fp4 {
-		if x < 0 {
-			sign = 8
+		bits := math.Float32bits(x)
+		if x != 0 { // -0 is not below 0: sign bit 0, as in dQuantizeFP4
+			sign = uint8(bits>>31) << 3
 		}
-		x = math.Float32frombits(math.Float32bits(x) &^ (1 << 31))
+		x = math.Float32frombits(bits &^ (1 << 31))
 	}
 	k := orderKey(x)
-	b := k >> 20
-	cnt := c.base[b]
-	for i := uint8(0); i < c.n[b]; i++ {
-		if k > c.thr[b][i] {
-			cnt++
-		}
+	b := &c.bucket[k>>(32-coderBits)]
+	cnt := b.base
+	if k > b.thr {
+		cnt++
 	}
-	return c.out[cnt] | sign
+	return c.out[cnt&15] | sign
+}
+
+// nf4 is code for a coder without a sign bit, small enough to inline.
+func (c *fourBitCoder) nf4(x float32) uint8 {
+	k := orderKey(x)
+	b := &c.bucket[k>>(32-coderBits)]
+	cnt := b.base
+	if k > b.thr {
+		cnt++
+	}
+	return cnt & 15
 }
 
 // oracleCode is quant's code for x in [-1, 1] (absmax 1).
@@ -99,15 +117,20 @@ func newFourBitCoder(t quant.FourBit) *fourBitCoder {
 		k = b
 	}
 	copy(c.out[:], order)
-	for b := range c.base {
-		start, stop := uint32(b)<<20, uint32(b)<<20|(1<<20-1)
+	const shift = 32 - coderBits
+	for b := range c.bucket {
+		bk := &c.bucket[b]
+		bk.thr = math.MaxUint32
+		start, stop := uint32(b)<<shift, uint32(b)<<shift|(1<<shift-1)
 		for _, th := range thresholds {
 			switch {
 			case th < start:
-				c.base[b]++
+				bk.base++
 			case th <= stop:
-				c.thr[b][c.n[b]] = th
-				c.n[b]++
+				if bk.thr != math.MaxUint32 {
+					panic("convert: two 4-bit thresholds in one coder bucket")
+				}
+				bk.thr = th
 			}
 		}
 	}
@@ -132,10 +155,12 @@ var fourBitCoders = sync.OnceValue(func() [2]*fourBitCoder {
 func quantizeFourBitRows(c *fourBitCoder, lut *[16]float32, w []float32, bs int, packed []byte, absmax []float32, deq []float32) {
 	for b := 0; b < len(w)/bs; b++ {
 		blk := w[b*bs : (b+1)*bs]
-		var m float32
+		// |v| compares as its bits (inputs are finite); integer max is branchless.
+		var mb uint32
 		for _, v := range blk {
-			m = max(m, math.Float32frombits(math.Float32bits(v)&^(1<<31)))
+			mb = max(mb, math.Float32bits(v)&^(1<<31))
 		}
+		m := math.Float32frombits(mb)
 		absmax[b] = m
 		dst := packed[b*bs/2 : (b+1)*bs/2]
 		if m == 0 { // 0*inf is NaN, which both trees code as 0
@@ -149,7 +174,12 @@ func quantizeFourBitRows(c *fourBitCoder, lut *[16]float32, w []float32, bs int,
 		}
 		inv := float32(1) / m
 		for j := 0; j < bs; j += 2 {
-			hi, lo := c.code(blk[j]*inv), c.code(blk[j+1]*inv)
+			var hi, lo uint8
+			if c.fp4 {
+				hi, lo = c.code(blk[j]*inv), c.code(blk[j+1]*inv)
+			} else {
+				hi, lo = c.nf4(blk[j]*inv), c.nf4(blk[j+1]*inv)
+			}
 			dst[j/2] = hi<<4 | lo
 			if deq != nil {
 				deq[b*bs+j] = lut[hi] * m
