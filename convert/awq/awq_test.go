@@ -145,7 +145,7 @@ func TestModelBeatsRTN(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/%dbit-g%d", c.model, c.opt.Bits, c.opt.GroupSize), func(t *testing.T) {
 			m, tok := loadModel(t, c.model)
-			cs, hs := sets(t, tok, 16, 6, 64)
+			cs, hs := sets(t, tok, 12, 4, 48)
 			res, rep, err := QuantizeModel(context.Background(), m, cs, ModelOptions{Options: c.opt})
 			if err != nil {
 				t.Fatal(err)
