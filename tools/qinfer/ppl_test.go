@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"qllama/convert"
+	"qllama/eval/ppl"
 	"qllama/internal/testutil"
 )
 
@@ -113,5 +116,33 @@ func TestPPLErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestPPLPackedFiles runs ppl on files written by the converter: the F32 file
+// matches the Hugging Face checkpoint up to float32 rounding, and KL falls
+// from 4 to 8 bits.
+func TestPPLPackedFiles(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	text := storiesText(t, stories)
+	kl := map[string]float64{}
+	for _, method := range []string{"f32", "q8_0", "q4_0"} {
+		file := filepath.Join(t.TempDir(), method+".gguf")
+		if _, err := convert.Convert(context.Background(), convert.Options{In: stories, Out: file, Method: method}); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := run(t, "ppl", "--model", file, "--text", text, "--ref", stories, "--ctx", "128", "--json")
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		var res ppl.Result
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.KL == nil {
+			t.Fatalf("%s: %v\n%s", method, err, out)
+		}
+		kl[method] = res.KL.Mean
+	}
+	t.Logf("KL mean vs the Hugging Face checkpoint: %v", kl)
+	if !(kl["f32"] < 1e-9 && kl["f32"] < kl["q8_0"] && kl["q8_0"] < kl["q4_0"]) {
+		t.Fatalf("KL does not fall with bits: %v", kl)
 	}
 }
