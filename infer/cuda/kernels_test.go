@@ -1,0 +1,386 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"qllama/infer"
+)
+
+const nanBits = 0x7fc00000
+
+// devF32 uploads v; poisoned allocates n float32 filled with NaN.
+func devF32(t *testing.T, v []float32) cu.DevicePtr {
+	t.Helper()
+	p, err := upload(dev, v, "test input")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cu.MemFree(p) })
+	return p
+}
+
+func poisoned(t *testing.T, n int) cu.DevicePtr {
+	t.Helper()
+	p, err := dev.alloc(int64(n)*4, "test output")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cu.MemsetD32(p, nanBits, int64(n)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cu.MemFree(p) })
+	return p
+}
+
+func fetch(t *testing.T, p cu.DevicePtr, n int) []float32 {
+	t.Helper()
+	if err := cu.Synchronize(); err != nil {
+		t.Fatalf("kernel failed: %v", err)
+	}
+	out := make([]float32, n)
+	if err := download(out, p); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMatvec checks y = W x, y += W x and silu(W x)*(U x) for every format
+// against the CPU Linear (same packed data) on fresh random inputs, for
+// 1, 3, 8 and 37 activation rows and a shape whose rows are not a multiple
+// of 8 (the slow path).
+func TestMatvec(t *testing.T) {
+	defer dev.bind()()
+	g := &Model{d: dev}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, shape := range [][2]int{{100, 256}, {24, 172}} {
+		rows, cols := shape[0], shape[1]
+		for _, f := range weightFormats {
+			wv := randVec(rng, rows*cols, 0.05)
+			uv := randVec(rng, rows*cols, 0.05)
+			W, U := f.make(t, wv, rows, cols), f.make(t, uv, rows, cols)
+			if W == nil {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/%dx%d", f.name, rows, cols), func(t *testing.T) {
+				defer dev.bind()() // a subtest runs on its own goroutine
+				dw, err := dev.uploadWeight("w", W)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dw.free()
+				du, err := dev.uploadWeight("u", U)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer du.free()
+				for _, n := range []int{1, 3, 8, 37} {
+					x := randVec(rng, n*cols, 1)
+					want := make([]float32, n*rows)
+					W.MatMul(want, x, n)
+					dx := devF32(t, x)
+					// store
+					dy := poisoned(t, n*rows)
+					if err := g.matvec(dw, dx, dy, int64(n), false); err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(fetch(t, dy, n*rows), want); e > 1e-5 {
+						t.Errorf("n=%d store: relative error %.3g", n, e)
+					}
+					// add
+					base := randVec(rng, n*rows, 1)
+					dy = devF32(t, base)
+					if err := g.matvec(dw, dx, dy, int64(n), true); err != nil {
+						t.Fatal(err)
+					}
+					sum := make([]float32, len(base))
+					for i := range sum {
+						sum[i] = base[i] + want[i]
+					}
+					if e := relErr(fetch(t, dy, n*rows), sum); e > 1e-5 {
+						t.Errorf("n=%d add: relative error %.3g", n, e)
+					}
+					// fused SwiGLU
+					up := make([]float32, n*rows)
+					U.MatMul(up, x, n)
+					for i, gv := range want {
+						sum[i] = float32(float64(gv) / (1 + math.Exp(-float64(gv))) * float64(up[i]))
+					}
+					dy = poisoned(t, n*rows)
+					if err := g.swiglu(dw, du, dx, dy, int64(n)); err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(fetch(t, dy, n*rows), sum); e > 1e-5 {
+						t.Errorf("n=%d swiglu: relative error %.3g", n, e)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestEmbed gathers rows of every format and compares them with the CPU
+// decoder (infer's Row or quant's Dequantize).
+func TestEmbed(t *testing.T) {
+	defer dev.bind()()
+	g := &Model{d: dev}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, shape := range [][2]int{{50, 256}, {40, 172}} {
+		rows, cols := shape[0], shape[1]
+		for _, f := range weightFormats {
+			W := f.make(t, randVec(rng, rows*cols, 1), rows, cols)
+			if W == nil {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/%dx%d", f.name, rows, cols), func(t *testing.T) {
+				defer dev.bind()() // a subtest runs on its own goroutine
+				full := dequant(t, W)
+				dw, err := dev.uploadWeight("embd", W)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dw.free()
+				n := 19
+				ids := make([]int32, n)
+				want := make([]float32, 0, n*cols)
+				for i := range ids {
+					ids[i] = int32(rng.IntN(rows))
+					want = append(want, full[int(ids[i])*cols:(int(ids[i])+1)*cols]...)
+				}
+				dids, err := upload(dev, ids, "ids")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cu.MemFree(dids)
+				dy := poisoned(t, n*cols)
+				if err := g.embedRows(dw, dids, dy, int64(n)); err != nil {
+					t.Fatal(err)
+				}
+				if e := relErr(fetch(t, dy, n*cols), want); e > 1e-6 {
+					t.Errorf("relative error %.3g", e)
+				}
+			})
+		}
+	}
+}
+
+// TestRMSNorm compares the kernel with a float64 recomputation, with and
+// without a row selection.
+func TestRMSNorm(t *testing.T) {
+	defer dev.bind()()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, dim := range []int{64, 2048, 100} {
+		n := 7
+		x, w := randVec(rng, n*dim, 3), randVec(rng, dim, 1)
+		sel := []int32{6, 0, 3}
+		eps := 1e-5
+		ref := func(r int) []float32 {
+			var ss float64
+			for _, v := range x[r*dim : (r+1)*dim] {
+				ss += float64(v) * float64(v)
+			}
+			inv := 1 / math.Sqrt(ss/float64(dim)+eps)
+			out := make([]float32, dim)
+			for i := range out {
+				out[i] = float32(float64(w[i]) * float64(x[r*dim+i]) * inv)
+			}
+			return out
+		}
+		var want, wantSel []float32
+		for r := 0; r < n; r++ {
+			want = append(want, ref(r)...)
+		}
+		for _, r := range sel {
+			wantSel = append(wantSel, ref(int(r))...)
+		}
+		dx, dw := devF32(t, x), devF32(t, w)
+		dy := poisoned(t, n*dim)
+		if err := dev.launch("rmsnorm", dim3{x: n}, normThreads, 0, dx, dw, dy, cu.DevicePtr(0), int64(n), int64(dim), eps); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(fetch(t, dy, n*dim), want); e > 1e-6 {
+			t.Errorf("dim %d: relative error %.3g", dim, e)
+		}
+		dsel, err := upload(dev, sel, "sel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dy = poisoned(t, len(sel)*dim)
+		if err := dev.launch("rmsnorm", dim3{x: len(sel)}, normThreads, 0, dx, dw, dy, dsel, int64(len(sel)), int64(dim), eps); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(fetch(t, dy, len(sel)*dim), wantSel); e > 1e-6 {
+			t.Errorf("dim %d selected rows: relative error %.3g", dim, e)
+		}
+		cu.MemFree(dsel)
+	}
+}
+
+// TestRopeAttention runs rope_store and the split attention for two
+// sequences (300 positions: two splits; and 5) fed in one prefill step, and
+// compares q after rotation and every row's attention output with a float64
+// recomputation of causal grouped-query attention.
+func TestRopeAttention(t *testing.T) {
+	defer dev.bind()()
+	rng := rand.New(rand.NewPCG(7, 8))
+	const heads, kvheads, hd, layers, layer = 8, 2, 64, 2, 1
+	lens := []int{300, 5}
+	caps := []int{320, 8}
+	invFreq := make([]float64, hd/2)
+	for i := range invFreq {
+		invFreq[i] = 1 / math.Pow(500000, float64(2*i)/hd)
+	}
+	qDim, kvDim := heads*hd, kvheads*hd
+	var n int
+	for _, l := range lens {
+		n += l
+	}
+	q, k, v := randVec(rng, n*qDim, 1), randVec(rng, n*kvDim, 1), randVec(rng, n*kvDim, 1)
+	// Per-row metadata.
+	var pos, kvcap []int32
+	var kvbase []uint64
+	var seqOf []int
+	for s, l := range lens {
+		p, err := dev.alloc(int64(layers*2*caps[s]*kvDim*4), "cache")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cu.MemFree(p)
+		for j := 0; j < l; j++ {
+			pos, kvcap, kvbase, seqOf = append(pos, int32(j)), append(kvcap, int32(caps[s])), append(kvbase, uint64(p)), append(seqOf, s)
+		}
+	}
+	dq, dk, dv := devF32(t, q), devF32(t, k), devF32(t, v)
+	dpos, _ := upload(dev, pos, "pos")
+	dcap, _ := upload(dev, kvcap, "cap")
+	dbase, _ := upload(dev, kvbase, "base")
+	dfreq, _ := upload(dev, invFreq, "freq")
+	defer func() { cu.MemFree(dpos); cu.MemFree(dcap); cu.MemFree(dbase); cu.MemFree(dfreq) }()
+	if err := dev.launch("rope_store", dim3{x: n}, 128, 0, dq, dk, dv, dpos, dbase, dcap, dfreq,
+		int64(layer), int64(heads), int64(kvheads), int64(hd), int64(n)); err != nil {
+		t.Fatal(err)
+	}
+	nsplit := (300 + attChunk - 1) / attChunk
+	part := poisoned(t, n*heads*nsplit*(hd+2))
+	att := poisoned(t, n*qDim)
+	scale := 1 / math.Sqrt(hd)
+	if err := dev.launch("attn_partial", dim3{n, heads, nsplit}, 128, 0, dq, part, dpos, dbase, dcap,
+		int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.launch("attn_combine", dim3{x: n, y: heads}, 128, 0, part, att, int64(heads), int64(hd), int64(nsplit)); err != nil {
+		t.Fatal(err)
+	}
+	gotQ, gotAtt := fetch(t, dq, n*qDim), fetch(t, att, n*qDim)
+
+	// Reference.
+	rot := func(x []float64, p int) {
+		for i := 0; i < hd/2; i++ {
+			a := float64(float32(p) * float32(invFreq[i]))
+			c, s := math.Cos(a), math.Sin(a)
+			x1, x2 := x[i], x[i+hd/2]
+			x[i], x[i+hd/2] = x1*c-x2*s, x2*c+x1*s
+		}
+	}
+	rq := make([]float64, n*qDim)
+	rk := make([]float64, n*kvDim)
+	for i := range rq {
+		rq[i] = float64(q[i])
+	}
+	for i := range rk {
+		rk[i] = float64(k[i])
+	}
+	for r := 0; r < n; r++ {
+		for h := 0; h < heads; h++ {
+			rot(rq[r*qDim+h*hd:r*qDim+(h+1)*hd], int(pos[r]))
+		}
+		for h := 0; h < kvheads; h++ {
+			rot(rk[r*kvDim+h*hd:r*kvDim+(h+1)*hd], int(pos[r]))
+		}
+	}
+	wantQ := make([]float32, n*qDim)
+	for i := range wantQ {
+		wantQ[i] = float32(rq[i])
+	}
+	if e := relErr(gotQ, wantQ); e > 1e-6 {
+		t.Errorf("rotated q: relative error %.3g", e)
+	}
+	wantAtt := make([]float32, n*qDim)
+	start := 0
+	for s, l := range lens {
+		for j := 0; j < l; j++ {
+			r := start + j
+			for h := 0; h < heads; h++ {
+				kh := h / (heads / kvheads)
+				sc := make([]float64, j+1)
+				m := math.Inf(-1)
+				for p := 0; p <= j; p++ {
+					var d float64
+					for i := 0; i < hd; i++ {
+						d += rq[r*qDim+h*hd+i] * rk[(start+p)*kvDim+kh*hd+i]
+					}
+					sc[p] = d * scale
+					m = math.Max(m, sc[p])
+				}
+				var sum float64
+				for p := range sc {
+					sc[p] = math.Exp(sc[p] - m)
+					sum += sc[p]
+				}
+				for i := 0; i < hd; i++ {
+					var o float64
+					for p := range sc {
+						o += sc[p] * float64(v[(start+p)*kvDim+kh*hd+i])
+					}
+					wantAtt[r*qDim+h*hd+i] = float32(o / sum)
+				}
+			}
+		}
+		_ = s
+		start += l
+	}
+	if e := relErr(gotAtt, wantAtt); e > 1e-5 {
+		t.Errorf("attention: relative error %.3g", e)
+	}
+}
+
+// TestArgmax compares the device argmax with infer.Argmax, ties included
+// (the first index wins).
+func TestArgmax(t *testing.T) {
+	defer dev.bind()()
+	rng := rand.New(rand.NewPCG(9, 10))
+	const n, vocab = 5, 128256
+	x := randVec(rng, n*vocab, 3)
+	// Row 1: a tie between two positions; row 2: maximum at the very end.
+	x[1*vocab+777], x[1*vocab+99999] = 50, 50
+	x[3*vocab-1] = 60
+	dx := devF32(t, x)
+	ids, err := dev.alloc(4*n, "ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(ids)
+	cu.MemsetD32(ids, 0xffffffff, n)
+	if err := dev.launch("argmax", dim3{x: n}, argmaxThreads, 0, dx, ids, int64(n), int64(vocab)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cu.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]int32, n)
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&got[0]), ids, 4*n); err != nil {
+		t.Fatal(err)
+	}
+	for r := 0; r < n; r++ {
+		if want := infer.Argmax(x[r*vocab : (r+1)*vocab]); int(got[r]) != want {
+			t.Errorf("row %d: got %d, want %d", r, got[r], want)
+		}
+	}
+}

@@ -1,0 +1,525 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"qllama/infer"
+)
+
+// Kernel launch constants (kernels/attention.cu, matvec.cu).
+const (
+	attChunk      = 256 // ATT_CHUNK: key positions per attention block
+	mvRowsPerBlk  = 4   // warps (rows) per matvec block of 128 threads
+	maxHeadDim    = 256 // attn_partial keeps q in 256 floats of shared memory
+	normThreads   = 256
+	argmaxThreads = 1024
+)
+
+type layer struct {
+	attnNorm, ffnNorm cu.DevicePtr
+	q, k, v, o        *weight
+	gate, up, down    *weight
+}
+
+// Model is an infer.Model uploaded to a Device. It is not safe for
+// concurrent use.
+type Model struct {
+	infer.Config
+	d       *Device
+	embed   *weight
+	layers  []layer
+	norm    cu.DevicePtr
+	output  *weight
+	invFreq cu.DevicePtr
+	weights []*weight
+	vecs    []cu.DevicePtr
+	// WeightBytes is the device memory the weights take (tied weights once).
+	WeightBytes int64
+	// DecodeBytes is what one decode step must read: every layer weight, the
+	// lm_head and one embedding row.
+	DecodeBytes int64
+	buf         buffers
+}
+
+// buffers are the per-step scratch allocations, grown to the largest step.
+type buffers struct {
+	rows, sel, part int64 // capacities: activation rows, selected rows, partial floats
+	x, xn, q, k, v  cu.DevicePtr
+	att, h, logits  cu.DevicePtr
+	partial, meta   cu.DevicePtr
+	ids             cu.DevicePtr
+	metaCap         int64
+}
+
+// Upload copies m's weights to the device, keeping each in its packed format.
+// Tied weights (the same Go value used twice, e.g. lm_head = embedding) are
+// uploaded once. An unsupported format or too little memory is an error
+// naming the tensor (and, for memory, how much was needed and free).
+func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
+	if err := m.Check(); err != nil {
+		return nil, fmt.Errorf("cuda: upload: %w", err)
+	}
+	c := &m.Config
+	if c.HeadDim > maxHeadDim {
+		return nil, fmt.Errorf("cuda: head dim %d is over the attention kernel's %d", c.HeadDim, maxHeadDim)
+	}
+	defer d.bind()()
+	g := &Model{Config: *c, d: d}
+	defer func() {
+		if err != nil {
+			g.closeLocked()
+		}
+	}()
+	seen := map[any]*weight{}
+	get := func(name string, x any) (*weight, error) {
+		if w, ok := seen[x]; ok {
+			return w, nil
+		}
+		w, err := d.uploadWeight(name, x)
+		if err != nil {
+			return nil, err
+		}
+		seen[x] = w
+		g.weights = append(g.weights, w)
+		g.WeightBytes += w.bytes
+		return w, nil
+	}
+	vec := func(name string, v []float32) (cu.DevicePtr, error) {
+		p, err := upload(d, v, name)
+		if err == nil {
+			g.vecs = append(g.vecs, p)
+			g.WeightBytes += int64(len(v)) * 4
+		}
+		return p, err
+	}
+	if g.embed, err = get("token_embd", m.Embed); err != nil {
+		return nil, err
+	}
+	g.layers = make([]layer, len(m.Layers))
+	for i := range m.Layers {
+		L, G := &m.Layers[i], &g.layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		for _, t := range []struct {
+			dst  **weight
+			name string
+			w    infer.Linear
+		}{{&G.q, "attn_q", L.Q}, {&G.k, "attn_k", L.K}, {&G.v, "attn_v", L.V}, {&G.o, "attn_output", L.O},
+			{&G.gate, "ffn_gate", L.Gate}, {&G.up, "ffn_up", L.Up}, {&G.down, "ffn_down", L.Down}} {
+			if *t.dst, err = get(p+t.name, t.w); err != nil {
+				return nil, err
+			}
+			g.DecodeBytes += (*t.dst).bytes
+		}
+		if G.gate.format != G.up.format || G.gate.desc != G.up.desc {
+			return nil, fmt.Errorf("cuda: %sffn_gate is %s but ffn_up is %s: the fused SwiGLU kernel needs one format", p, G.gate.desc, G.up.desc)
+		}
+		if G.attnNorm, err = vec(p+"attn_norm", L.AttnNorm); err != nil {
+			return nil, err
+		}
+		if G.ffnNorm, err = vec(p+"ffn_norm", L.FFNNorm); err != nil {
+			return nil, err
+		}
+	}
+	if g.norm, err = vec("output_norm", m.Norm); err != nil {
+		return nil, err
+	}
+	if g.output, err = get("output", m.Output); err != nil {
+		return nil, err
+	}
+	g.DecodeBytes += g.output.bytes + g.embed.bytes/int64(c.Vocab)
+	if g.invFreq, err = upload(d, c.RopeInvFreq, "rope frequencies"); err != nil {
+		return nil, err
+	}
+	g.vecs = append(g.vecs, g.invFreq)
+	return g, nil
+}
+
+// Formats lists the storage formats of the uploaded weights (for reports).
+func (g *Model) Formats() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, w := range g.weights {
+		if !seen[w.desc] {
+			seen[w.desc] = true
+			out = append(out, w.desc)
+		}
+	}
+	return out
+}
+
+// Close frees the model's device memory (caches made from it stay valid
+// until freed themselves).
+func (g *Model) Close() {
+	defer g.d.bind()()
+	g.closeLocked()
+}
+
+func (g *Model) closeLocked() {
+	for _, w := range g.weights {
+		w.free()
+	}
+	g.weights = nil
+	for _, p := range g.vecs {
+		cu.MemFree(p)
+	}
+	g.vecs = nil
+	b := &g.buf
+	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids} {
+		if p != 0 {
+			cu.MemFree(p)
+		}
+	}
+	g.buf = buffers{}
+}
+
+// Cache is one sequence's keys and values on the device: float32, laid out
+// [layer][k|v][Cap][KVHeads*HeadDim]. It grows (doubling, up to MaxSeq) when
+// a step needs more positions than it holds.
+type Cache struct {
+	Len int // positions held
+	Cap int // positions allocated
+	g   *Model
+	ptr cu.DevicePtr
+}
+
+// NewCache allocates a cache for capacity positions (at least 1).
+func (g *Model) NewCache(capacity int) (*Cache, error) {
+	defer g.d.bind()()
+	c := &Cache{g: g}
+	if err := c.alloc(max(capacity, 1)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (g *Model) kvDim() int64 { return int64(g.KVHeads * g.HeadDim) }
+
+func (c *Cache) bytesFor(capacity int) int64 {
+	return int64(c.g.Layers) * 2 * int64(capacity) * c.g.kvDim() * 4
+}
+
+// Bytes is the device memory the cache holds.
+func (c *Cache) Bytes() int64 { return c.bytesFor(c.Cap) }
+
+func (c *Cache) alloc(capacity int) error {
+	p, err := c.g.d.alloc(c.bytesFor(capacity), fmt.Sprintf("a KV cache of %d positions", capacity))
+	if err != nil {
+		return err
+	}
+	if c.ptr != 0 && c.Len > 0 {
+		// Copy each layer's keys and values into the new layout.
+		kd := c.g.kvDim() * 4
+		for l := 0; l < 2*c.g.Layers; l++ {
+			src := c.ptr + cu.DevicePtr(int64(l)*int64(c.Cap)*kd)
+			dst := p + cu.DevicePtr(int64(l)*int64(capacity)*kd)
+			if err := cu.MemcpyDtoD(dst, src, int64(c.Len)*kd); err != nil {
+				cu.MemFree(p)
+				return fmt.Errorf("cuda: growing a KV cache: %w", err)
+			}
+		}
+	}
+	if c.ptr != 0 {
+		cu.MemFree(c.ptr)
+	}
+	c.ptr, c.Cap = p, capacity
+	return nil
+}
+
+// Truncate forgets every position at or after n.
+func (c *Cache) Truncate(n int) { c.Len = min(c.Len, max(n, 0)) }
+
+// Free releases the cache's device memory.
+func (c *Cache) Free() {
+	if c.ptr == 0 {
+		return
+	}
+	defer c.g.d.bind()()
+	cu.MemFree(c.ptr)
+	c.ptr, c.Cap, c.Len = 0, 0, 0
+}
+
+// Step is one sequence's share of a batched forward pass (as infer.Step).
+type Step struct {
+	Cache     *Cache
+	Tokens    []int
+	AllLogits bool
+}
+
+// ensure grows a scratch buffer to n bytes.
+func (g *Model) ensure(p *cu.DevicePtr, have *int64, n int64, what string) error {
+	if *have >= n && *p != 0 {
+		return nil
+	}
+	if *p != 0 {
+		cu.MemFree(*p)
+		*p = 0
+	}
+	np, err := g.d.alloc(n, what)
+	if err != nil {
+		*have = 0
+		return err
+	}
+	*p, *have = np, n
+	return nil
+}
+
+// run executes steps and leaves the logits of the selected rows (per step the
+// last token, or every token with AllLogits) in buf.logits. It returns the
+// number of selected rows.
+func (g *Model) run(steps []Step) (int, error) {
+	c := &g.Config
+	n, maxLen := 0, 0
+	for i, s := range steps {
+		if len(s.Tokens) == 0 {
+			return 0, fmt.Errorf("cuda: forward: step %d has no tokens", i)
+		}
+		if s.Cache == nil || s.Cache.g != g || s.Cache.ptr == 0 {
+			return 0, fmt.Errorf("cuda: forward: step %d has no cache of this model", i)
+		}
+		for _, id := range s.Tokens {
+			if id < 0 || id >= c.Vocab {
+				return 0, fmt.Errorf("cuda: forward: token id %d outside the vocabulary [0, %d)", id, c.Vocab)
+			}
+		}
+		need := s.Cache.Len + len(s.Tokens)
+		if c.MaxSeq > 0 && need > c.MaxSeq {
+			return 0, fmt.Errorf("cuda: forward: step %d reaches position %d, over the context length %d", i, need, c.MaxSeq)
+		}
+		n += len(s.Tokens)
+		maxLen = max(maxLen, need)
+	}
+	for _, s := range steps {
+		if need := s.Cache.Len + len(s.Tokens); need > s.Cache.Cap {
+			nc := max(need, 2*s.Cache.Cap)
+			if c.MaxSeq > 0 {
+				nc = min(nc, c.MaxSeq)
+			}
+			if err := s.Cache.alloc(nc); err != nil {
+				return 0, err
+			}
+		}
+	}
+	// Per-row metadata, one upload: kvbase u64[n] | ids | pos | kvcap | sel (int32).
+	var sel []int32
+	t := 0
+	for _, s := range steps {
+		for j := range s.Tokens {
+			if s.AllLogits || j == len(s.Tokens)-1 {
+				sel = append(sel, int32(t))
+			}
+			t++
+		}
+	}
+	nsel := len(sel)
+	metaBytes := int64(n)*8 + int64(3*n+nsel)*4
+	meta := make([]byte, metaBytes)
+	le := binary.LittleEndian
+	t = 0
+	for _, s := range steps {
+		for j, id := range s.Tokens {
+			le.PutUint64(meta[8*t:], uint64(s.Cache.ptr))
+			le.PutUint32(meta[8*n+4*t:], uint32(id))
+			le.PutUint32(meta[12*n+4*t:], uint32(s.Cache.Len+j))
+			le.PutUint32(meta[16*n+4*t:], uint32(s.Cache.Cap))
+			t++
+		}
+	}
+	for i, r := range sel {
+		le.PutUint32(meta[20*n+4*i:], uint32(r))
+	}
+
+	b := &g.buf
+	dim, qDim, kvDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), g.kvDim(), int64(c.FFNDim)
+	nsplit := int64((maxLen + attChunk - 1) / attChunk)
+	rowsNeed := int64(n)
+	if rowsNeed > b.rows || b.x == 0 {
+		var have int64
+		for _, x := range []struct {
+			p    *cu.DevicePtr
+			size int64
+		}{{&b.x, dim}, {&b.xn, dim}, {&b.q, qDim}, {&b.k, kvDim}, {&b.v, kvDim}, {&b.att, qDim}, {&b.h, ffn}} {
+			have = 0
+			if *x.p != 0 {
+				cu.MemFree(*x.p)
+				*x.p = 0
+			}
+			if err := g.ensure(x.p, &have, rowsNeed*x.size*4, fmt.Sprintf("activations of %d tokens", n)); err != nil {
+				b.rows = 0
+				return 0, err
+			}
+		}
+		b.rows = rowsNeed
+	}
+	if err := g.ensure(&b.logits, &b.sel, int64(nsel)*int64(c.Vocab)*4, fmt.Sprintf("logits of %d rows", nsel)); err != nil {
+		return 0, err
+	}
+	if err := g.ensure(&b.partial, &b.part, int64(n)*int64(c.Heads)*nsplit*int64(c.HeadDim+2)*4, "attention partials"); err != nil {
+		return 0, err
+	}
+	if err := g.ensure(&b.meta, &b.metaCap, metaBytes, "step metadata"); err != nil {
+		return 0, err
+	}
+	if b.ids == 0 {
+		var have int64
+		if err := g.ensure(&b.ids, &have, 4*4096, "argmax ids"); err != nil {
+			return 0, err
+		}
+	}
+	if err := cu.MemcpyHtoD(b.meta, unsafe.Pointer(&meta[0]), metaBytes); err != nil {
+		return 0, fmt.Errorf("cuda: uploading step metadata: %w", err)
+	}
+	kvbase := b.meta
+	dIDs := b.meta + cu.DevicePtr(8*n)
+	dPos := dIDs + cu.DevicePtr(4*n)
+	dCap := dPos + cu.DevicePtr(4*n)
+	dSel := dCap + cu.DevicePtr(4*n)
+
+	N := int64(n)
+	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
+		return 0, err
+	}
+	scale := 1 / math.Sqrt(float64(c.HeadDim))
+	eps := float64(c.NormEps)
+	var errs []error
+	do := func(err error) { errs = append(errs, err) }
+	for l := range g.layers {
+		L := &g.layers[l]
+		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+		do(g.matvec(L.q, b.xn, b.q, N, false))
+		do(g.matvec(L.k, b.xn, b.k, N, false))
+		do(g.matvec(L.v, b.xn, b.v, N, false))
+		do(g.d.launch("rope_store", dim3{x: n}, 128, 0, b.q, b.k, b.v, dPos, kvbase, dCap, g.invFreq,
+			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), N))
+		do(g.d.launch("attn_partial", dim3{n, c.Heads, int(nsplit)}, 128, 0, b.q, b.partial, dPos, kvbase, dCap,
+			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), scale, nsplit))
+		do(g.d.launch("attn_combine", dim3{x: n, y: c.Heads}, 128, 0, b.partial, b.att, int64(c.Heads), int64(c.HeadDim), nsplit))
+		do(g.matvec(L.o, b.att, b.x, N, true))
+		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+		do(g.swiglu(L.gate, L.up, b.xn, b.h, N))
+		do(g.matvec(L.down, b.h, b.x, N, true))
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
+		}
+	}
+	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
+	do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false))
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	for _, s := range steps {
+		s.Cache.Len += len(s.Tokens)
+	}
+	return nsel, nil
+}
+
+// tile picks the activation rows per matvec pass.
+func tile(n int64) int64 {
+	switch {
+	case n <= 1:
+		return 1
+	case n <= 8:
+		return 8
+	}
+	return 32
+}
+
+func (g *Model) matvec(w *weight, x, dst cu.DevicePtr, n int64, add bool) error {
+	nt := tile(n)
+	mode := int64(0)
+	if add {
+		mode = 1
+	}
+	args := append(w.args(), x, dst, n, int64(w.rows), int64(w.cols), mode)
+	return g.d.launch(fmt.Sprintf("matvec_%s_%d", fmtNames[w.format], nt),
+		dim3{x: (w.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
+}
+
+func (g *Model) swiglu(gate, up *weight, x, dst cu.DevicePtr, n int64) error {
+	nt := tile(n)
+	args := append(gate.args(), up.data, up.scale, up.zero, up.gidx, x, dst, n, int64(gate.rows), int64(gate.cols))
+	return g.d.launch(fmt.Sprintf("swiglu_%s_%d", fmtNames[gate.format], nt),
+		dim3{x: (gate.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
+}
+
+func (g *Model) embedRows(w *weight, ids, dst cu.DevicePtr, n int64) error {
+	args := append(w.args(), ids, dst, n, int64(w.cols))
+	return g.d.launch("embed_"+fmtNames[w.format], dim3{x: int(n)}, 128, 0, args...)
+}
+
+// Forward runs the new tokens of every step (as infer.Runner.Forward) and
+// returns logits: per step one row per new token with AllLogits, else one row
+// for its last token.
+func (g *Model) Forward(steps []Step) ([][][]float32, error) {
+	defer g.d.bind()()
+	nsel, err := g.run(steps)
+	if err != nil {
+		return nil, err
+	}
+	V := g.Vocab
+	logits := make([]float32, nsel*V)
+	if err := download(logits, g.buf.logits); err != nil {
+		return nil, err
+	}
+	out := make([][][]float32, len(steps))
+	i := 0
+	for si, s := range steps {
+		k := 1
+		if s.AllLogits {
+			k = len(s.Tokens)
+		}
+		out[si] = make([][]float32, k)
+		for j := range k {
+			out[si][j] = logits[i*V : (i+1)*V : (i+1)*V]
+			i++
+		}
+	}
+	return out, nil
+}
+
+// Greedy runs the steps and returns, per step, the argmax of its last
+// token's logits, computed on the device (only the ids come back). AllLogits
+// is ignored.
+func (g *Model) Greedy(steps []Step) ([]int, error) {
+	defer g.d.bind()()
+	plain := make([]Step, len(steps))
+	for i, s := range steps {
+		plain[i] = Step{Cache: s.Cache, Tokens: s.Tokens}
+	}
+	nsel, err := g.run(plain)
+	if err != nil {
+		return nil, err
+	}
+	if nsel > 4096 {
+		return nil, fmt.Errorf("cuda: greedy: %d sequences in one step, at most 4096", nsel)
+	}
+	if err := g.d.launch("argmax", dim3{x: nsel}, argmaxThreads, 0, g.buf.logits, g.buf.ids, int64(nsel), int64(g.Vocab)); err != nil {
+		return nil, err
+	}
+	ids := make([]int32, nsel)
+	if err := download(ids, g.buf.ids); err != nil {
+		return nil, err
+	}
+	out := make([]int, nsel)
+	for i, v := range ids {
+		out[i] = int(v)
+	}
+	return out, nil
+}
+
+// Sync waits for the device to finish queued work and reports a failed
+// kernel.
+func (g *Model) Sync() error {
+	defer g.d.bind()()
+	if err := cu.Synchronize(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	return nil
+}

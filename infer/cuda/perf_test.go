@@ -1,0 +1,199 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gorgonia.org/cu"
+
+	"qllama/infer"
+	"qllama/internal/testutil"
+)
+
+var perf = flag.Bool("perf", false, "run TestPerf: decode/prefill throughput per format on -model1b")
+
+// TestGenerate checks that greedy generation on the GPU gives the CPU
+// runner's tokens and stop reasons (stories260k, three requests, two in
+// flight at once, one with a stop length of 0).
+func TestGenerate(t *testing.T) {
+	m := loadHF(t, testutil.Shared(t, "models", "stories260k"))
+	g, err := dev.Upload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	reqs := []infer.Request{
+		{Key: "a", Prompt: []int{1, 403, 407, 261}, MaxNewTokens: 40},
+		{Key: "b", Prompt: []int{1, 300}, MaxNewTokens: 25},
+		{Key: "c", Prompt: []int{1, 72}, MaxNewTokens: 0},
+		{Key: "d", Prompt: []int{1, 403, 407, 261, 500, 12}, MaxNewTokens: 60},
+	}
+	collect := func(run func(func(infer.Completion)) error) map[string]infer.Completion {
+		out := map[string]infer.Completion{}
+		if err := run(func(c infer.Completion) { out[c.Key] = c }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	opt := infer.GenerateOptions{MaxBatch: 2}
+	want := collect(func(d func(infer.Completion)) error {
+		return infer.NewRunner(m).Generate(context.Background(), reqs, opt, d)
+	})
+	got := collect(func(d func(infer.Completion)) error { return g.Generate(context.Background(), reqs, opt, d) })
+	for _, r := range reqs {
+		w, gt := want[r.Key], got[r.Key]
+		if !slices.Equal(w.Tokens, gt.Tokens) || w.StopReason != gt.StopReason {
+			t.Errorf("%s: GPU %v (%s), CPU %v (%s)", r.Key, gt.Tokens, gt.StopReason, w.Tokens, w.StopReason)
+		}
+	}
+}
+
+// copyBandwidth measures a device-to-device copy of 256 MiB, counting bytes
+// read plus written (GB/s).
+func copyBandwidth(t *testing.T) float64 {
+	defer dev.bind()()
+	const bytes = 256 << 20
+	src, err := dev.alloc(bytes, "copy src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(src)
+	dst, err := dev.alloc(bytes, "copy dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(dst)
+	cu.MemsetD32(src, 0x3f800000, bytes/4)
+	var times []float64
+	for i := 0; i < 12; i++ {
+		start := time.Now()
+		cu.MemcpyDtoD(dst, src, bytes)
+		cu.Synchronize()
+		if i >= 2 {
+			times = append(times, time.Since(start).Seconds())
+		}
+	}
+	return 2 * bytes / median(times) / 1e9
+}
+
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestPerf times decode at batch 1 and 32, prefill of 512 and 2048 tokens,
+// peak device memory and decode bandwidth for each full-size format, and
+// prints one table (medians of repeats; wall clock around synchronous steps,
+// so launch overhead is included).
+func TestPerf(t *testing.T) {
+	if !*perf || *model1B == "" {
+		t.Skip("needs -perf and -model1b")
+	}
+	bw := copyBandwidth(t)
+	m := loadHF(t, *model1B)
+	rng := rand.New(rand.NewPCG(11, 12))
+	randToks := func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = rng.IntN(m.Vocab)
+		}
+		return out
+	}
+	var rows []string
+	for _, f := range fullFormats {
+		q := requantize(t, m, f[0], f[1])
+		free0, _, _ := dev.MemInfo()
+		g, err := dev.Upload(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak := int64(0)
+		track := func() {
+			if free, _, err := dev.MemInfo(); err == nil {
+				peak = max(peak, free0-free)
+			}
+		}
+		// decode: prompt of 128 tokens, then timed greedy steps.
+		decode := func(batch, steps int) float64 {
+			caches := make([]*Cache, batch)
+			st := make([]Step, batch)
+			for i := range caches {
+				if caches[i], err = g.NewCache(128 + 4*steps); err != nil {
+					t.Fatal(err)
+				}
+				st[i] = Step{Cache: caches[i], Tokens: randToks(128)}
+			}
+			defer func() {
+				for _, c := range caches {
+					c.Free()
+				}
+			}()
+			if _, err := g.Greedy(st); err != nil {
+				t.Fatal(err)
+			}
+			var per []float64
+			for rep := 0; rep < 3; rep++ {
+				for i := range st {
+					caches[i].Truncate(128)
+					st[i].Tokens = []int{rng.IntN(m.Vocab)}
+				}
+				start := time.Now()
+				for s := 0; s < steps; s++ {
+					ids, err := g.Greedy(st)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range st {
+						st[i].Tokens = []int{ids[i]}
+					}
+				}
+				per = append(per, time.Since(start).Seconds()/float64(steps))
+			}
+			track()
+			return median(per)
+		}
+		prefill := func(n int) float64 {
+			c, err := g.NewCache(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Free()
+			var per []float64
+			for rep := 0; rep < 4; rep++ {
+				c.Truncate(0)
+				toks := randToks(n)
+				start := time.Now()
+				if _, err := g.Greedy([]Step{{Cache: c, Tokens: toks}}); err != nil {
+					t.Fatal(err)
+				}
+				if rep > 0 {
+					per = append(per, time.Since(start).Seconds())
+				}
+			}
+			track()
+			return float64(n) / median(per)
+		}
+		s1 := decode(1, 64)
+		s32 := decode(32, 32)
+		p512, p2048 := prefill(512), prefill(2048)
+		achieved := float64(g.DecodeBytes) / s1 / 1e9
+		rows = append(rows, fmt.Sprintf("| %-16s | %8.0f | %8.0f | %8.0f | %8.0f | %7.0f | %7.0f | %6.0f | %5.0f%% |",
+			f[0]+"/"+f[1], 1/s1, 32/s32, p512, p2048, float64(peak)/(1<<20), float64(g.DecodeBytes)/(1<<20), achieved, 100*achieved/bw))
+		g.Close()
+	}
+	fmt.Printf("\nPERF %s, copy bandwidth %.0f GB/s (read+write), model %s\n", dev.Name, bw, *model1B)
+	fmt.Println("| layers/emb       | dec b1/s | dec b32/s| pre512/s | pre2048/s| peakMiB | wt MiB  | GB/s   | pct copy |")
+	fmt.Println("|" + strings.Repeat("---|", 9))
+	for _, r := range rows {
+		fmt.Println(r)
+	}
+}

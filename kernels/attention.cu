@@ -1,0 +1,91 @@
+// attention.cu: causal grouped-query attention over the KV cache, split over
+// the key positions (flash-decoding): attn_partial handles ATT_CHUNK positions
+// per block and writes an unnormalised partial result with its max and sum;
+// attn_combine merges the splits. The same pair serves decode (one row per
+// sequence) and prefill (row t sees positions 0..pos[t]).
+#include "qllama.cuh"
+
+#define ATT_CHUNK 256
+#define ATT_THREADS 128
+
+// part layout: [n][heads][nsplit][hd+2] = (max, sum, o[hd]).
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_partial(
+    const float* __restrict__ q, float* __restrict__ part, const int* __restrict__ pos,
+    const unsigned long long* __restrict__ kvbase, const int* __restrict__ kvcap, long long layer, long long heads,
+    long long kvheads, long long hd, double scale, long long nsplit) {
+    const long long t = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const long long kvdim = kvheads * hd, cap = kvcap[t], kh = h / (heads / kvheads);
+    const long long npos = (long long)pos[t] + 1;
+    const long long p0 = s * ATT_CHUNK, p1 = min(npos, p0 + ATT_CHUNK);
+    float* out = part + ((t * heads + h) * nsplit + s) * (hd + 2);
+    if (p0 >= npos) {
+        for (long long i = threadIdx.x; i < hd + 2; i += blockDim.x) out[i] = i == 0 ? -INFINITY : 0.f;
+        return;
+    }
+    __shared__ float sc[ATT_CHUNK];
+    __shared__ float qs[256];
+    __shared__ float red[ATT_THREADS / 32];
+    const float* kc = reinterpret_cast<const float*>(kvbase[t]) + (layer * 2) * cap * kvdim + kh * hd;
+    const float* vc = kc + cap * kvdim;
+    for (long long i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[t * heads * hd + h * hd + i];
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const float fscale = (float)scale;
+    for (long long p = p0 + warp; p < p1; p += nw) {
+        const float* kp = kc + p * kvdim;
+        float d = 0.f;
+        for (long long i = lane; i < hd; i += 32) d += qs[i] * kp[i];
+        d = warp_sum(d);
+        if (lane == 0) sc[p - p0] = d * fscale;
+    }
+    __syncthreads();
+    const int m = (int)(p1 - p0);
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) mx = fmaxf(mx, sc[i]);
+    mx = warp_max(mx);
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    mx = red[0];
+    for (int i = 1; i < nw; i++) mx = fmaxf(mx, red[i]);
+    __syncthreads();
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        float e = expf(sc[i] - mx);
+        sc[i] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) red[warp] = sum;
+    __syncthreads();
+    sum = 0.f;
+    for (int i = 0; i < nw; i++) sum += red[i];
+    for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.f;
+        for (int j = 0; j < m; j++) o += sc[j] * vc[(p0 + j) * kvdim + i];
+        out[2 + i] = o;
+    }
+    if (threadIdx.x == 0) { out[0] = mx; out[1] = sum; }
+}
+
+// attn_combine: out[t][h*hd+i] = sum_s e^(m_s-M) o_s[i] / sum_s e^(m_s-M) l_s.
+// Grid (n, heads).
+extern "C" __global__ void attn_combine(const float* __restrict__ part, float* __restrict__ out, long long heads,
+                                       long long hd, long long nsplit) {
+    const long long t = blockIdx.x, h = blockIdx.y;
+    const float* p = part + (t * heads + h) * nsplit * (hd + 2);
+    float M = -INFINITY;
+    for (long long s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (hd + 2)]);
+    float L = 0.f;
+    for (long long s = 0; s < nsplit; s++) {
+        float ms = p[s * (hd + 2)];
+        if (ms != -INFINITY) L += expf(ms - M) * p[s * (hd + 2) + 1];
+    }
+    for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.f;
+        for (long long s = 0; s < nsplit; s++) {
+            float ms = p[s * (hd + 2)];
+            if (ms != -INFINITY) o += expf(ms - M) * p[s * (hd + 2) + 2 + i];
+        }
+        out[t * heads * hd + h * hd + i] = o / L;
+    }
+}

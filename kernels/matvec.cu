@@ -1,0 +1,133 @@
+// matvec.cu: y = W x for a few activation rows, reading packed weights directly
+// (decode path; prefill uses the same kernels with more activation tiles).
+// One warp per output row; each lane decodes 8 weights at a time and applies
+// them to NT activation rows held in flight; float32 accumulation.
+#include "qllama.cuh"
+
+// Modes of the epilogue (runtime).
+#define MV_STORE 0 // dst = W x
+#define MV_ADD 1   // dst += W x (residual add fused)
+
+#define WPARAMS(p) const uint8_t* p##data, const float* p##scale, const uint8_t* p##zero, const int* p##gidx, \
+                   const float* p##lut, long long p##p0, long long p##p1, long long p##p2
+#define WMAKE(p) Weight{p##data, p##scale, p##zero, p##gidx, p##lut, p##p0, p##p1, p##p2}
+
+// With DUAL, a second weight U of the same format and shape is applied too and
+// the result is silu(W x) * (U x): SwiGLU's gate and up in one pass.
+template <int FMT, int NT, bool DUAL>
+__device__ __forceinline__ void matvec_impl(const Weight W, const Weight U, const float* __restrict__ x,
+                                            float* __restrict__ dst, long long n, long long rows, long long cols,
+                                            long long mode) {
+    const int lane = threadIdx.x & 31;
+    const long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    const long long t0 = (long long)blockIdx.y * NT;
+    const int nt = (int)min((long long)NT, n - t0);
+    float acc[NT], acc2[DUAL ? NT : 1];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+#pragma unroll
+    for (int t = 0; t < (DUAL ? NT : 1); t++) acc2[t] = 0.f;
+    if (cols & 7) {  // slow path: rows not a multiple of 8 long (tiny models)
+        for (long long j = lane; j < cols; j += 32) {
+            const float w = decode1<FMT>(W, r, cols, j);
+            const float u = DUAL ? decode1<FMT>(U, r, cols, j) : 0.f;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < nt) {
+                    const float a = x[(t0 + t) * cols + j];
+                    acc[t] += w * a;
+                    if (DUAL) acc2[DUAL ? t : 0] += u * a;
+                }
+            }
+        }
+    }
+    const long long chunks = (cols & 7) ? 0 : cols >> 3;
+    for (long long c = lane; c < chunks; c += 32) {
+        float w[8], u[8];
+        decode8<FMT>(W, r, cols, c, w);
+        if (DUAL) decode8<FMT>(U, r, cols, c, u);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < nt) {
+                const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * cols) + 2 * c;
+                float4 a = __ldg(xp), b = __ldg(xp + 1);
+                acc[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                if (DUAL)
+                    acc2[DUAL ? t : 0] += u[0] * a.x + u[1] * a.y + u[2] * a.z + u[3] * a.w + u[4] * b.x + u[5] * b.y + u[6] * b.z + u[7] * b.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t < nt) {
+            float v = warp_sum(acc[t]);
+            if (DUAL) {
+                float g = v, up = warp_sum(acc2[DUAL ? t : 0]);
+                v = g / (1.f + expf(-g)) * up;
+            }
+            if (lane == 0) {
+                float* o = dst + (t0 + t) * rows + r;
+                if (mode == MV_ADD) *o += v;
+                else *o = v;
+            }
+        }
+    }
+}
+
+#define MATVEC(NAME, FMT, NT)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128) matvec_##NAME##_##NT(                                \
+        WPARAMS(w), const float* __restrict__ x, float* __restrict__ dst, long long n, long long rows,       \
+        long long cols, long long mode) {                                                                   \
+        Weight W = WMAKE(w);                                                                                \
+        matvec_impl<FMT, NT, false>(W, W, x, dst, n, rows, cols, mode);                                      \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128) swiglu_##NAME##_##NT(                                \
+        WPARAMS(w), const uint8_t* udata, const float* uscale, const uint8_t* uzero, const int* ugidx,       \
+        const float* __restrict__ x, float* __restrict__ dst, long long n, long long rows, long long cols) { \
+        Weight W = WMAKE(w);                                                                                \
+        Weight U = Weight{udata, uscale, uzero, ugidx, wlut, wp0, wp1, wp2};                                \
+        matvec_impl<FMT, NT, true>(W, U, x, dst, n, rows, cols, MV_STORE);                                   \
+    }
+
+#define MATVEC_ALL(NAME, FMT) MATVEC(NAME, FMT, 1) MATVEC(NAME, FMT, 8) MATVEC(NAME, FMT, 32)
+
+MATVEC_ALL(f32, FMT_F32)
+MATVEC_ALL(f16, FMT_F16)
+MATVEC_ALL(bf16, FMT_BF16)
+MATVEC_ALL(q8_0, FMT_Q8_0)
+MATVEC_ALL(q4_0, FMT_Q4_0)
+MATVEC_ALL(grouped, FMT_GROUPED)
+MATVEC_ALL(int8, FMT_INT8)
+MATVEC_ALL(bnb4, FMT_BNB4)
+
+// embed_<fmt> gathers rows ids[t] of an embedding table in that format into
+// out[t*cols ...] as float32. One block per token.
+#define EMBED(NAME, FMT)                                                                                  \
+    extern "C" __global__ void embed_##NAME(WPARAMS(w), const int* __restrict__ ids, float* __restrict__ out, \
+                                            long long n, long long cols) {                                \
+        Weight W = WMAKE(w);                                                                              \
+        const long long t = blockIdx.x;                                                                   \
+        if (t >= n) return;                                                                               \
+        const long long r = ids[t];                                                                       \
+        if (cols & 7) {                                                                                   \
+            for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[t * cols + j] = decode1<FMT>(W, r, cols, j); \
+            return;                                                                                       \
+        }                                                                                                 \
+        for (long long c = threadIdx.x; c < (cols >> 3); c += blockDim.x) {                               \
+            float w[8];                                                                                   \
+            decode8<FMT>(W, r, cols, c, w);                                                               \
+            float4* o = reinterpret_cast<float4*>(out + t * cols) + 2 * c;                                \
+            o[0] = make_float4(w[0], w[1], w[2], w[3]);                                                   \
+            o[1] = make_float4(w[4], w[5], w[6], w[7]);                                                   \
+        }                                                                                                 \
+    }
+
+EMBED(f32, FMT_F32)
+EMBED(f16, FMT_F16)
+EMBED(bf16, FMT_BF16)
+EMBED(q8_0, FMT_Q8_0)
+EMBED(q4_0, FMT_Q4_0)
+EMBED(grouped, FMT_GROUPED)
+EMBED(int8, FMT_INT8)
+EMBED(bnb4, FMT_BNB4)

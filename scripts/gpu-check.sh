@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# gpu-check.sh: the one device call of the CUDA backend (issue 5). It builds
+# nothing: the binaries come built from the CPU machine (see docs/PERF.md,
+# "CUDA backend"):
+#   gpubin/cuda.test   go test -c -tags cuda ./infer/cuda
+#   gpubin/qconvert    go build ./tools/qconvert
+# and the two small shared models are carried in gpudata/models (both folders
+# are ignored, named in the device call's carry). It links them where
+# testutil looks (../shared/testdata/models), makes a random full-size
+# Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmark,
+# and prints the benchmark table last. Logs go to $OUT (or /tmp).
+# Usage: scripts/gpu-check.sh [test-regexp]   (default: all tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp}
+run=${1:-.}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+if [ ! -e ../shared/testdata/models ]; then
+	mkdir -p ../shared/testdata
+	ln -sfn "$PWD/gpudata/models" ../shared/testdata/models
+fi
+model=/tmp/qllama-random-1b
+if [ ! -f "$model/config.json" ]; then
+	gpubin/qconvert random --shape llama-3.2-1b --seed 1 --out "$model" | tail -1
+fi
+cd infer/cuda
+status=0
+../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 420s -model1b "$model" 2>&1 \
+	| tee "$out/gpu-tests.log" | grep -E '^(--- |ok|FAIL|PASS|device:)|worst|Error|error' || true
+grep -q '^FAIL' "$out/gpu-tests.log" && status=1
+../../gpubin/cuda.test -test.run '^TestPerf$' -test.timeout 420s -perf -model1b "$model" 2>&1 | tee "$out/gpu-perf.log" \
+	| sed -n '/^PERF/,$p'
+grep -q '^FAIL' "$out/gpu-perf.log" && status=1
+exit $status
