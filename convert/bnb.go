@@ -2,22 +2,6 @@ package convert
 
 import "qllama/convert/quant"
 
-// bnbCodebook returns the 16 dequantization values of a bitsandbytes 4-bit
-// type exactly as quant decodes them (read back through quant.Bnb4).
-func bnbCodebook(t quant.FourBit) [16]float32 {
-	q := &quant.Bnb4{Type: t, Rows: 1, Cols: 32, BlockSize: 32, Packed: make([]byte, 16), Absmax: []float32{1}}
-	for c := 0; c < 16; c++ {
-		q.Packed[c/2] |= byte(c) << (4 * (1 - c%2)) // earlier element in the high nibble
-	}
-	w, err := q.Dequantize()
-	if err != nil {
-		panic("convert: bnb codebook: " + err.Error())
-	}
-	var lut [16]float32
-	copy(lut[:], w)
-	return lut
-}
-
 // nestAbsmax is the double quantization of quant.QuantizeBnb4 with
 // CompressStatistics (bitsandbytes quantize_4bit(compress_statistics=True)),
 // applied to the absmax of the whole tensor after the blocks were coded in
@@ -91,7 +75,3 @@ func quantizeDynamic(code *[256]float32, x float32) uint8 {
 	}
 	return uint8(pivot)
 }
-
-// BnbCodebook returns the 16 values of a bitsandbytes 4-bit codebook as the
-// quant package decodes them (what qllama.quant.<T>.codebook holds).
-func BnbCodebook(t quant.FourBit) [16]float32 { return bnbCodebook(t) }

@@ -102,18 +102,18 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 	kvs = append(kvs, tkv...)
 	dtype := strings.ToLower(string(src.DType()))
 	kvs = append(kvs,
-		gguf.KV{Key: KeyVersion, Value: uint32(FormatVersion)},
-		gguf.KV{Key: KeyMethod, Value: strings.ToLower(opt.Method)},
-		gguf.KV{Key: KeyScheme, Value: schemeSummary(pol, src)},
-		gguf.KV{Key: KeySourceName, Value: name},
-		gguf.KV{Key: KeySourceFiles, Value: files},
-		gguf.KV{Key: KeySourceHash, Value: hashes},
-		gguf.KV{Key: KeySourceDType, Value: dtype},
+		gguf.KV{Key: gguf.KeyQllamaVersion, Value: uint32(gguf.FormatVersion)},
+		gguf.KV{Key: gguf.KeyQllamaMethod, Value: strings.ToLower(opt.Method)},
+		gguf.KV{Key: gguf.KeyQllamaScheme, Value: schemeSummary(pol, src)},
+		gguf.KV{Key: gguf.KeyQllamaSourceName, Value: name},
+		gguf.KV{Key: gguf.KeyQllamaSourceFiles, Value: files},
+		gguf.KV{Key: gguf.KeyQllamaSourceHash, Value: hashes},
+		gguf.KV{Key: gguf.KeyQllamaSourceDType, Value: dtype},
 	)
-	if pol.linear.Format == FormatRTN {
-		kvs = append(kvs, gguf.KV{Key: KeyBits, Value: uint32(pol.linear.Bits)}, gguf.KV{Key: KeyGroupSize, Value: int32(pol.linear.Group)})
-	} else if pol.linear.Format == FormatNF4 || pol.linear.Format == FormatFP4 {
-		kvs = append(kvs, gguf.KV{Key: KeyBits, Value: uint32(4)}, gguf.KV{Key: KeyGroupSize, Value: int32(pol.linear.Group)})
+	if pol.linear.Format == gguf.FormatRTN {
+		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaBits, Value: uint32(pol.linear.Bits)}, gguf.KV{Key: gguf.KeyQllamaGroupSize, Value: int32(pol.linear.Group)})
+	} else if pol.linear.Format == gguf.FormatNF4 || pol.linear.Format == gguf.FormatFP4 {
+		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaBits, Value: uint32(4)}, gguf.KV{Key: gguf.KeyQllamaGroupSize, Value: int32(pol.linear.Group)})
 	}
 	native, quantized := true, false
 	var fallbacks []string
@@ -129,7 +129,7 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	if len(fallbacks) > 0 {
-		kvs = append(kvs, gguf.KV{Key: KeyFallbacks, Value: fallbacks})
+		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaFallbacks, Value: fallbacks})
 	}
 	if native {
 		kvs = append(kvs, gguf.KV{Key: gguf.KeyGeneralFileType, Value: uint32(fileTypes[pol.linear.Format])})
@@ -288,11 +288,11 @@ func (w *weight) encode(ctx context.Context, src *hf.Model, threads int) error {
 
 // componentKVs returns the qllama.quant.<T>.* keys of a non-native weight.
 func componentKVs(w *weight, dtype string) []gguf.KV {
-	k := func(f string) string { return TensorKey(w.name, f) }
+	k := func(f string) string { return gguf.TensorKey(w.name, f) }
 	s := w.scheme
 	format := s.Format
-	if format == FormatRTN {
-		format = StoredInt
+	if format == gguf.FormatRTN {
+		format = gguf.StoredInt
 	}
 	kvs := []gguf.KV{
 		{Key: k("format"), Value: format},
@@ -301,12 +301,12 @@ func componentKVs(w *weight, dtype string) []gguf.KV {
 		{Key: k("dtype"), Value: dtype},
 	}
 	switch s.Format {
-	case FormatNF4, FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		t := quant.NF4
-		if s.Format == FormatFP4 {
+		if s.Format == gguf.FormatFP4 {
 			t = quant.FP4
 		}
-		cb := bnbCodebook(t)
+		cb := quant.Codebook(t)
 		kvs = append(kvs,
 			gguf.KV{Key: k("group_size"), Value: uint32(s.Group)},
 			gguf.KV{Key: k("codebook"), Value: cb[:]},
@@ -314,11 +314,11 @@ func componentKVs(w *weight, dtype string) []gguf.KV {
 		if s.DoubleQuant {
 			kvs = append(kvs, gguf.KV{Key: k("double_quant_group_size"), Value: uint32(quant.NestedBlockSize)})
 		}
-	case FormatRTN:
+	case gguf.FormatRTN:
 		kvs = append(kvs,
 			gguf.KV{Key: k("group_size"), Value: uint32(rtnGroupSize(s, w.cols))},
 			gguf.KV{Key: k("symmetric"), Value: s.Sym})
-	case FormatInt8:
+	case gguf.FormatInt8:
 		kvs = append(kvs, gguf.KV{Key: k("group_size"), Value: uint32(0)})
 	}
 	return kvs

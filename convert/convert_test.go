@@ -98,9 +98,9 @@ func expected(t *testing.T, s convert.Scheme, w []float32, rows, cols, heads int
 			if tr, _ := quant.Lookup(s.Format); cols%tr.BlockSize != 0 {
 				return convert.Scheme{Format: "f16"}
 			}
-		case s.Format == convert.FormatNF4 || s.Format == convert.FormatFP4:
+		case s.Format == gguf.FormatNF4 || s.Format == gguf.FormatFP4:
 			if cols%s.Group != 0 {
-				return convert.Scheme{Format: convert.FormatInt8}
+				return convert.Scheme{Format: gguf.FormatInt8}
 			}
 		}
 		return s
@@ -124,14 +124,14 @@ func expected(t *testing.T, s convert.Scheme, w []float32, rows, cols, heads int
 	var q quant.Tensor
 	var err error
 	switch s.Format {
-	case convert.FormatInt8:
+	case gguf.FormatInt8:
 		q, err = quant.QuantizeInt8(w, rows, cols)
-	case convert.FormatRTN:
+	case gguf.FormatRTN:
 		g := s.Group
 		q, err = quant.RTN(w, rows, cols, quant.GroupedOptions{Bits: s.Bits, GroupSize: g, Sym: s.Sym})
-	case convert.FormatNF4, convert.FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		typ := quant.NF4
-		if s.Format == convert.FormatFP4 {
+		if s.Format == gguf.FormatFP4 {
 			typ = quant.FP4
 		}
 		src := w
@@ -387,12 +387,12 @@ func schemes(t *testing.T, o convert.Options) ([3]convert.Scheme, error) {
 	for i, n := range []string{typ, emb, head} {
 		s := convert.Scheme{Format: n}
 		switch n {
-		case convert.FormatNF4, convert.FormatFP4:
+		case gguf.FormatNF4, gguf.FormatFP4:
 			s.Bits, s.Group, s.DoubleQuant = 4, o.Group, o.DoubleQuant
 			if s.Group == 0 {
 				s.Group = convert.DefaultBnbGroup
 			}
-		case convert.FormatRTN:
+		case gguf.FormatRTN:
 			s.Bits, s.Group, s.Sym = o.Bits, o.Group, o.Sym
 			if s.Group == -1 {
 				s.Group = 0

@@ -146,9 +146,9 @@ func parts(s Scheme, rows, cols int) []part {
 		return []part{{"", gguf.Type(s.traits().GGUF), shape}}
 	}
 	switch s.Format {
-	case FormatInt8:
+	case gguf.FormatInt8:
 		return []part{{".codes", gguf.TypeI8, []int64{r, c}}, {".absmax", gguf.TypeF32, []int64{r}}}
-	case FormatNF4, FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		nb := c / int64(s.Group)
 		ps := []part{{".codes", gguf.TypeI8, []int64{r, c / 2}}}
 		if !s.DoubleQuant {
@@ -160,7 +160,7 @@ func parts(s Scheme, rows, cols int) []part {
 			part{".absmax.scales", gguf.TypeF32, []int64{nested}},
 			part{".absmax.offset", gguf.TypeF32, []int64{1}},
 			part{".absmax.codebook", gguf.TypeF32, []int64{256}})
-	case FormatRTN:
+	case gguf.FormatRTN:
 		ng := int64(rtnGroups(s, cols))
 		ps := []part{
 			{".codes", gguf.TypeI8, []int64{r, int64(rtnRowBytes(s.Bits, cols))}},
@@ -225,11 +225,11 @@ func encode(ctx context.Context, threads int, s Scheme, src *source, rows, cols 
 	switch {
 	case s.Native():
 		return encodeNative(ctx, threads, s.traits(), src, r, cols)
-	case s.Format == FormatInt8:
+	case s.Format == gguf.FormatInt8:
 		return encodeInt8(ctx, threads, src, r, cols)
-	case s.Format == FormatNF4 || s.Format == FormatFP4:
+	case s.Format == gguf.FormatNF4 || s.Format == gguf.FormatFP4:
 		return encodeBnb4(ctx, threads, s, src, r, cols)
-	case s.Format == FormatRTN:
+	case s.Format == gguf.FormatRTN:
 		return encodeRTN(ctx, threads, s, src, r, cols)
 	}
 	return nil, fmt.Errorf("unknown format %q", s.Format)
@@ -295,14 +295,14 @@ func encodeInt8(ctx context.Context, threads int, src *source, rows, cols int) (
 
 func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, cols int) (*encoded, error) {
 	typ := quant.NF4
-	if s.Format == FormatFP4 {
+	if s.Format == gguf.FormatFP4 {
 		typ = quant.FP4
 	}
 	bpr := cols / s.Group // blocks per row
 	packed := make([]byte, rows*cols/2)
 	absmax := make([]float32, rows*bpr)
 	coder := fourBitCoders()[typ]
-	lut := bnbCodebook(typ)
+	lut := quant.Codebook(typ)
 	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
 		w, deq := sc.grow((hi - lo) * cols)
 		if err := src.rows(w, lo, hi); err != nil {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"testing"
 
+	"qllama/format/gguf"
 	"qllama/format/safetensors"
 )
 
@@ -21,7 +22,7 @@ func BenchmarkEncode(b *testing.B) {
 		binary.LittleEndian.PutUint16(raw[2*i:], uint16(math32bits(float32(rng.NormFloat64()*0.02))>>16))
 	}
 	src := &source{raw: raw, dtype: safetensors.BF16, esize: 2, cols: cols}
-	for _, s := range []Scheme{{Format: "q4_0"}, {Format: "q8_0"}, {Format: FormatNF4, Bits: 4, Group: 64}, {Format: FormatNF4, Bits: 4, Group: 64, DoubleQuant: true}, {Format: FormatInt8, Bits: 8}, {Format: FormatRTN, Bits: 4, Group: 128}} {
+	for _, s := range []Scheme{{Format: "q4_0"}, {Format: "q8_0"}, {Format: gguf.FormatNF4, Bits: 4, Group: 64}, {Format: gguf.FormatNF4, Bits: 4, Group: 64, DoubleQuant: true}, {Format: gguf.FormatInt8, Bits: 8}, {Format: gguf.FormatRTN, Bits: 4, Group: 128}} {
 		b.Run(s.String(), func(b *testing.B) {
 			b.SetBytes(int64(len(raw)))
 			for i := 0; i < b.N; i++ {

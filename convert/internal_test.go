@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"qllama/convert/quant"
+	"qllama/format/gguf"
 )
 
 // TestNestAbsmaxMatchesQuant checks the parallel path's double quantization
@@ -80,11 +81,11 @@ func TestFitScheme(t *testing.T) {
 		{Scheme{Format: "q4_0"}, 172, "f16", true},
 		{Scheme{Format: "iq4_nl"}, 100, "f16", true},
 		{Scheme{Format: "bf16"}, 172, "bf16", false},
-		{Scheme{Format: FormatNF4, Group: 64}, 192, FormatNF4, false},
-		{Scheme{Format: FormatNF4, Group: 64}, 172, FormatInt8, true},
-		{Scheme{Format: FormatFP4, Group: 128}, 192, FormatInt8, true},
-		{Scheme{Format: FormatRTN, Bits: 3, Group: 128}, 172, FormatRTN, false},
-		{Scheme{Format: FormatInt8}, 7, FormatInt8, false},
+		{Scheme{Format: gguf.FormatNF4, Group: 64}, 192, gguf.FormatNF4, false},
+		{Scheme{Format: gguf.FormatNF4, Group: 64}, 172, gguf.FormatInt8, true},
+		{Scheme{Format: gguf.FormatFP4, Group: 128}, 192, gguf.FormatInt8, true},
+		{Scheme{Format: gguf.FormatRTN, Bits: 3, Group: 128}, 172, gguf.FormatRTN, false},
+		{Scheme{Format: gguf.FormatInt8}, 7, gguf.FormatInt8, false},
 	} {
 		got, why := fitScheme(tc.s, tc.cols)
 		if got.Format != tc.want || (why != "") != tc.fell {
@@ -131,7 +132,7 @@ func TestFourBitCoderMatchesQuant(t *testing.T) {
 		packed := make([]byte, len(w)/2)
 		absmax := make([]float32, len(w)/bs)
 		deq := make([]float32, len(w))
-		lut := bnbCodebook(typ)
+		lut := quant.Codebook(typ)
 		quantizeFourBitRows(fourBitCoders()[typ], &lut, w, bs, packed, absmax, deq)
 		if !reflect.DeepEqual(packed, want.Packed) || !reflect.DeepEqual(absmax, want.Absmax) {
 			for i := range packed {

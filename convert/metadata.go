@@ -11,40 +11,6 @@ import (
 	"qllama/infer/tokenizer"
 )
 
-// qllama.* keys this package writes besides the per-tensor ones
-// (docs/FORMAT.md section 5).
-const (
-	KeyVersion     = "qllama.version"
-	KeyMethod      = "qllama.quant.method"
-	KeyScheme      = "qllama.quant.scheme"
-	KeyBits        = "qllama.quant.bits"
-	KeyGroupSize   = "qllama.quant.group_size"
-	KeyFallbacks   = "qllama.quant.fallbacks"
-	KeySourceName  = "qllama.source.name"
-	KeySourceFiles = "qllama.source.files"
-	KeySourceHash  = "qllama.source.sha256"
-	KeySourceDType = "qllama.source.dtype"
-
-	KeyRopeTheta        = "qllama.rope.freq_base"
-	KeyRopeScalingType  = "qllama.rope.scaling.type"
-	KeyRopeFactor       = "qllama.rope.scaling.factor"
-	KeyRopeLowFreq      = "qllama.rope.scaling.low_freq_factor"
-	KeyRopeHighFreq     = "qllama.rope.scaling.high_freq_factor"
-	KeyRopeOrigCtx      = "qllama.rope.scaling.original_context_length"
-	KeyConfigBOS        = "qllama.config.bos_token_id"
-	KeyConfigEOS        = "qllama.config.eos_token_ids"
-	KeyTokenizerCount   = "qllama.tokenizer.token_count"
-	KeyTokenizerPattern = "qllama.tokenizer.pattern"
-	KeyTokenizerIgnore  = "qllama.tokenizer.ignore_merges"
-	KeyTokenizerEOSList = "qllama.tokenizer.eos_token_ids"
-)
-
-// FormatVersion is the qllama.version written (docs/FORMAT.md).
-const FormatVersion = 1
-
-// TensorKey returns the per-tensor key qllama.quant.<tensor>.<field>.
-func TensorKey(tensor, field string) string { return "qllama.quant." + tensor + "." + field }
-
 // llamaKVs returns general.* (but file_type), llama.* and qllama.rope/config keys.
 func llamaKVs(c *hf.Config, name string) []gguf.KV {
 	u := func(v int) uint32 { return uint32(v) }
@@ -61,26 +27,26 @@ func llamaKVs(c *hf.Config, name string) []gguf.KV {
 		{Key: gguf.KeyRopeFreqBase, Value: float32(c.RopeTheta)},
 		{Key: gguf.KeyRopeDimensionCount, Value: u(c.HeadDim)},
 		{Key: gguf.KeyVocabSize, Value: u(c.VocabSize)},
-		{Key: KeyRopeTheta, Value: c.RopeTheta},
+		{Key: gguf.KeyQllamaRopeTheta, Value: c.RopeTheta},
 	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 || c.HeadDim != c.HiddenSize/c.NumAttentionHeads {
 		kvs = append(kvs, gguf.KV{Key: gguf.KeyKeyLength, Value: u(c.HeadDim)}, gguf.KV{Key: gguf.KeyValueLength, Value: u(c.HeadDim)})
 	}
 	if s := c.RopeScaling; s != nil {
-		kvs = append(kvs, gguf.KV{Key: KeyRopeScalingType, Value: s.Type}, gguf.KV{Key: KeyRopeFactor, Value: s.Factor})
+		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaRopeScalingType, Value: s.Type}, gguf.KV{Key: gguf.KeyQllamaRopeFactor, Value: s.Factor})
 		switch s.Type {
 		case hf.RopeLinear:
-			kvs = append(kvs, gguf.KV{Key: gguf.KeyRopeScalingType, Value: "linear"}, gguf.KV{Key: gguf.KeyRopeScalingFactor, Value: float32(s.Factor)})
+			kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaRopeScalingType, Value: "linear"}, gguf.KV{Key: gguf.KeyRopeScalingFactor, Value: float32(s.Factor)})
 		case hf.RopeLlama3:
 			kvs = append(kvs,
-				gguf.KV{Key: KeyRopeLowFreq, Value: s.LowFreqFactor},
-				gguf.KV{Key: KeyRopeHighFreq, Value: s.HighFreqFactor},
-				gguf.KV{Key: KeyRopeOrigCtx, Value: u(s.OriginalMaxPositionEmbeddings)})
+				gguf.KV{Key: gguf.KeyQllamaRopeLowFreq, Value: s.LowFreqFactor},
+				gguf.KV{Key: gguf.KeyQllamaRopeHighFreq, Value: s.HighFreqFactor},
+				gguf.KV{Key: gguf.KeyQllamaRopeOrigCtx, Value: u(s.OriginalMaxPositionEmbeddings)})
 		}
 	}
-	kvs = append(kvs, gguf.KV{Key: KeyConfigBOS, Value: int32(c.BOSTokenID)})
+	kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaConfigBOS, Value: int32(c.BOSTokenID)})
 	if len(c.EOSTokenIDs) > 0 {
-		kvs = append(kvs, gguf.KV{Key: KeyConfigEOS, Value: int32s(c.EOSTokenIDs)})
+		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaConfigEOS, Value: int32s(c.EOSTokenIDs)})
 	}
 	return kvs
 }
@@ -147,8 +113,8 @@ func tokenizerKVs(tok *tokenizer.Tokenizer, vocab int, dir string) ([]gguf.KV, e
 		{Key: gguf.KeyTokenizerTokenType, Value: types},
 		{Key: gguf.KeyTokenizerAddBOS, Value: p.AddBOS},
 		{Key: gguf.KeyTokenizerAddEOS, Value: p.AddEOS},
-		{Key: KeyTokenizerCount, Value: uint32(n)},
-		{Key: KeyTokenizerIgnore, Value: p.IgnoreMerges},
+		{Key: gguf.KeyQllamaTokenizerCount, Value: uint32(n)},
+		{Key: gguf.KeyQllamaTokenizerIgnore, Value: p.IgnoreMerges},
 	}
 	if len(p.Merges) > 0 {
 		kvs = append(kvs, gguf.KV{Key: gguf.KeyTokenizerMerges, Value: p.Merges})
@@ -166,7 +132,7 @@ func tokenizerKVs(tok *tokenizer.Tokenizer, vocab int, dir string) ([]gguf.KV, e
 			gguf.KV{Key: gguf.KeyTokenizerModel, Value: gguf.TokenizerModelGPT2},
 			gguf.KV{Key: gguf.KeyTokenizerPre, Value: pre})
 		if p.Pattern != "" {
-			kvs = append(kvs, gguf.KV{Key: KeyTokenizerPattern, Value: p.Pattern})
+			kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaTokenizerPattern, Value: p.Pattern})
 		}
 	case tokenizer.KindSentencePiece:
 		scores := make([]float32, vocab)
@@ -185,7 +151,7 @@ func tokenizerKVs(tok *tokenizer.Tokenizer, vocab int, dir string) ([]gguf.KV, e
 	}
 	if len(p.EOS) > 0 {
 		kvs = append(kvs, gguf.KV{Key: gguf.KeyTokenizerEOS, Value: uint32(p.EOS[0])},
-			gguf.KV{Key: KeyTokenizerEOSList, Value: int32s(p.EOS)})
+			gguf.KV{Key: gguf.KeyQllamaTokenizerEOSList, Value: int32s(p.EOS)})
 	}
 	for id, tt := range p.TokenTypes {
 		if tt == tokenizer.TokenUnknown {

@@ -13,18 +13,6 @@ import (
 // ErrOptions is wrapped by errors about invalid options.
 var ErrOptions = errors.New("invalid conversion options")
 
-// Format names beyond the ggml row formats of the quant traits table.
-const (
-	FormatNF4  = "nf4"  // bitsandbytes NF4, absmax per block (Group, default 64)
-	FormatFP4  = "fp4"  // bitsandbytes FP4
-	FormatInt8 = "int8" // LLM.int8: per-row absmax, signed 8-bit codes
-	FormatRTN  = "rtn"  // grouped integer round to nearest, Bits 2..8 (GPTQ rule)
-)
-
-// StoredInt is the qllama.quant.<T>.format of grouped integer weights
-// (written by rtn; GPTQ/AWQ-style weights use the same layout).
-const StoredInt = "int"
-
 // Defaults applied when the options leave a parameter at zero.
 const (
 	DefaultBits     = 4
@@ -34,7 +22,7 @@ const (
 
 // Methods lists every accepted method and type name.
 func Methods() []string {
-	return []string{FormatNF4, FormatFP4, FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", FormatRTN, "f16", "bf16", "f32"}
+	return []string{gguf.FormatNF4, gguf.FormatFP4, gguf.FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", gguf.FormatRTN, "f16", "bf16", "f32"}
 }
 
 // Options configure Convert.
@@ -67,7 +55,7 @@ type Options struct {
 
 // Scheme is a resolved per-tensor format with its parameters.
 type Scheme struct {
-	Format      string // a quant traits name (q4_0, f16, ...) or FormatNF4/FP4/Int8/RTN
+	Format      string // a quant traits name (q4_0, f16, ...) or gguf.FormatNF4/FP4/Int8/RTN
 	Bits        int    // rtn: 2..8; nf4/fp4: 4; int8: 8
 	Group       int    // rtn: group size, 0 per channel; nf4/fp4: block size
 	Sym         bool   // rtn
@@ -77,13 +65,13 @@ type Scheme struct {
 // String describes the scheme, e.g. "q4_0", "nf4 b64 dq", "rtn int3 g128 asym".
 func (s Scheme) String() string {
 	switch s.Format {
-	case FormatNF4, FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		str := fmt.Sprintf("%s b%d", s.Format, s.Group)
 		if s.DoubleQuant {
 			str += " dq"
 		}
 		return str
-	case FormatRTN:
+	case gguf.FormatRTN:
 		g := "per-channel"
 		if s.Group > 0 {
 			g = fmt.Sprintf("g%d", s.Group)
@@ -121,7 +109,7 @@ func (o *Options) scheme(flag, name string) (Scheme, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	s := Scheme{Format: name}
 	switch name {
-	case FormatNF4, FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		s.Bits, s.Group, s.DoubleQuant = 4, o.Group, o.DoubleQuant
 		if s.Group == 0 {
 			s.Group = DefaultBnbGroup
@@ -129,9 +117,9 @@ func (o *Options) scheme(flag, name string) (Scheme, error) {
 		if s.Group < 32 || s.Group > 4096 || s.Group&(s.Group-1) != 0 {
 			return s, fmt.Errorf("%s %s: group (absmax block) %d must be a power of two in 32..4096: %w", flag, name, o.Group, ErrOptions)
 		}
-	case FormatInt8:
+	case gguf.FormatInt8:
 		s.Bits = 8
-	case FormatRTN:
+	case gguf.FormatRTN:
 		s.Bits, s.Group, s.Sym = o.Bits, o.Group, o.Sym
 		if s.Bits == 0 {
 			s.Bits = DefaultBits
@@ -203,13 +191,13 @@ func (o *Options) resolve() (policy, error) {
 		return false
 	}
 	switch {
-	case o.Bits != 0 && !uses(FormatRTN):
+	case o.Bits != 0 && !uses(gguf.FormatRTN):
 		return p, fmt.Errorf("bits %d applies to rtn only: %w", o.Bits, ErrOptions)
-	case o.Group != 0 && !uses(FormatRTN, FormatNF4, FormatFP4):
+	case o.Group != 0 && !uses(gguf.FormatRTN, gguf.FormatNF4, gguf.FormatFP4):
 		return p, fmt.Errorf("group %d applies to rtn, nf4 and fp4 only: %w", o.Group, ErrOptions)
-	case o.Sym && !uses(FormatRTN):
+	case o.Sym && !uses(gguf.FormatRTN):
 		return p, fmt.Errorf("sym applies to rtn only: %w", ErrOptions)
-	case o.DoubleQuant && !uses(FormatNF4, FormatFP4):
+	case o.DoubleQuant && !uses(gguf.FormatNF4, gguf.FormatFP4):
 		return p, fmt.Errorf("double quant applies to nf4 and fp4 only: %w", ErrOptions)
 	}
 	return p, nil
@@ -227,9 +215,9 @@ func fitScheme(s Scheme, cols int) (Scheme, string) {
 		if bs := s.traits().BlockSize; cols%bs != 0 {
 			return Scheme{Format: "f16"}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, bs)
 		}
-	case s.Format == FormatNF4 || s.Format == FormatFP4:
+	case s.Format == gguf.FormatNF4 || s.Format == gguf.FormatFP4:
 		if cols%s.Group != 0 {
-			return Scheme{Format: FormatInt8, Bits: 8}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, s.Group)
+			return Scheme{Format: gguf.FormatInt8, Bits: 8}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, s.Group)
 		}
 	}
 	return s, ""

@@ -10,7 +10,6 @@ import (
 
 	"github.com/x448/float16"
 
-	"qllama/convert"
 	"qllama/convert/quant"
 	"qllama/format/gguf"
 	"qllama/format/hf"
@@ -40,10 +39,10 @@ func LoadGGUF(f *gguf.File) (*Model, *tokenizer.Tokenizer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, ok := f.KV(convert.KeyConfigBOS); !ok {
+	if _, ok := f.KV(gguf.KeyQllamaConfigBOS); !ok {
 		cfg.BOS = tok.BOS()
 	}
-	if _, ok := f.KV(convert.KeyConfigEOS); !ok {
+	if _, ok := f.KV(gguf.KeyQllamaConfigEOS); !ok {
 		cfg.EOS = tok.EOS()
 	}
 	if tok.VocabSize() > cfg.Vocab {
@@ -148,7 +147,7 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 	}
 	if ti, ok := f.Tensor("token_embd.weight"); ok && len(ti.Shape) == 2 {
 		vocab = int(ti.Shape[0])
-	} else if s, err := int64s(f, convert.TensorKey("token_embd.weight", "shape")); err == nil && len(s) == 2 {
+	} else if s, err := int64s(f, gguf.TensorKey("token_embd.weight", "shape")); err == nil && len(s) == 2 {
 		vocab = int(min(max(s[0], 0), maxGGUFVocab+1))
 	}
 	c.Vocab = dim(gguf.KeyVocabSize, vocab, maxGGUFVocab)
@@ -164,10 +163,10 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 		return c, err
 	}
 	c.BOS = -1
-	if v, err := f.Int32(convert.KeyConfigBOS); err == nil {
+	if v, err := f.Int32(gguf.KeyQllamaConfigBOS); err == nil {
 		c.BOS = int(v)
 	}
-	if v, err := f.Int32s(convert.KeyConfigEOS); err == nil {
+	if v, err := f.Int32s(gguf.KeyQllamaConfigEOS); err == nil {
 		for _, id := range v {
 			c.EOS = append(c.EOS, int(id))
 		}
@@ -182,7 +181,7 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 // hf.Config.RopeInvFreq does for the source config.
 func ggufRope(f *gguf.File, headDim int) ([]float64, error) {
 	hc := hf.Config{HeadDim: headDim, RopeTheta: 10000}
-	if v, err := f.Float64(convert.KeyRopeTheta); err == nil {
+	if v, err := f.Float64(gguf.KeyQllamaRopeTheta); err == nil {
 		hc.RopeTheta = v
 	} else if v, err := f.Float(gguf.KeyRopeFreqBase); err == nil {
 		hc.RopeTheta = v
@@ -191,7 +190,7 @@ func ggufRope(f *gguf.File, headDim int) ([]float64, error) {
 		return nil, ggufErr(f, "rope freq_base %g, want a finite value above 1", hc.RopeTheta)
 	}
 	plain := hc.RopeInvFreq()
-	if typ, err := f.String(convert.KeyRopeScalingType); err == nil {
+	if typ, err := f.String(gguf.KeyQllamaRopeScalingType); err == nil {
 		s := &hf.RopeScaling{Type: typ}
 		var errs []error
 		get := func(key string) float64 {
@@ -199,27 +198,27 @@ func ggufRope(f *gguf.File, headDim int) ([]float64, error) {
 			errs = append(errs, err)
 			return v
 		}
-		s.Factor = get(convert.KeyRopeFactor)
+		s.Factor = get(gguf.KeyQllamaRopeFactor)
 		if typ == hf.RopeLlama3 {
-			s.LowFreqFactor, s.HighFreqFactor = get(convert.KeyRopeLowFreq), get(convert.KeyRopeHighFreq)
-			orig, err := f.Uint(convert.KeyRopeOrigCtx)
+			s.LowFreqFactor, s.HighFreqFactor = get(gguf.KeyQllamaRopeLowFreq), get(gguf.KeyQllamaRopeHighFreq)
+			orig, err := f.Uint(gguf.KeyQllamaRopeOrigCtx)
 			errs = append(errs, err)
 			s.OriginalMaxPositionEmbeddings = int(orig)
 		} else if typ != hf.RopeLinear {
-			errs = append(errs, ggufErr(f, "%s %q: want linear or llama3", convert.KeyRopeScalingType, typ))
+			errs = append(errs, ggufErr(f, "%s %q: want linear or llama3", gguf.KeyQllamaRopeScalingType, typ))
 		}
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
 		hc.RopeScaling = s
-	} else if typ, err := f.String(gguf.KeyRopeScalingType); err == nil && typ == "linear" {
+	} else if typ, err := f.String(gguf.KeyQllamaRopeScalingType); err == nil && typ == "linear" {
 		factor, err := f.Float(gguf.KeyRopeScalingFactor)
 		if err != nil {
 			return nil, err
 		}
 		hc.RopeScaling = &hf.RopeScaling{Type: hf.RopeLinear, Factor: factor}
 	} else if err == nil && typ != "none" {
-		return nil, ggufErr(f, "%s %q is not supported", gguf.KeyRopeScalingType, typ)
+		return nil, ggufErr(f, "%s %q is not supported", gguf.KeyQllamaRopeScalingType, typ)
 	}
 	inv := hc.RopeInvFreq()
 	if _, ok := f.Tensor(gguf.TensorRopeFreqs); !ok {
@@ -234,7 +233,7 @@ func ggufRope(f *gguf.File, headDim int) ([]float64, error) {
 		if hc.RopeScaling == nil {
 			inv[i] = want
 		} else if math.Abs(want-inv[i]) > 1e-6*inv[i] {
-			return nil, ggufErr(f, "%s[%d] = %g disagrees with the %s rope scaling keys", gguf.TensorRopeFreqs, i, fac, convert.KeyRopeScalingType)
+			return nil, ggufErr(f, "%s[%d] = %g disagrees with the %s rope scaling keys", gguf.TensorRopeFreqs, i, fac, gguf.KeyQllamaRopeScalingType)
 		}
 	}
 	return inv, nil
@@ -299,7 +298,7 @@ func GGUFTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		case "gpt-2", gguf.TokenizerPreDefault:
 			p.Pattern = tokenizer.GPT2Pattern
 		default:
-			if _, ok := f.KV(convert.KeyTokenizerPattern); !ok {
+			if _, ok := f.KV(gguf.KeyQllamaTokenizerPattern); !ok {
 				return nil, ggufErr(f, "tokenizer.ggml.pre %q is not supported", pre)
 			}
 		}
@@ -312,9 +311,9 @@ func GGUFTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	n := len(p.Tokens)
-	if v, err := f.Uint(convert.KeyTokenizerCount); err == nil {
+	if v, err := f.Uint(gguf.KeyQllamaTokenizerCount); err == nil {
 		if v == 0 || v > uint64(n) {
-			return nil, ggufErr(f, "%s = %d with %d tokens", convert.KeyTokenizerCount, v, n)
+			return nil, ggufErr(f, "%s = %d with %d tokens", gguf.KeyQllamaTokenizerCount, v, n)
 		}
 		n = int(v)
 	}
@@ -342,7 +341,7 @@ func GGUFTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 	if v, err := f.Uint(gguf.KeyTokenizerBOS); err == nil {
 		p.BOS = int(min(v, math.MaxInt32))
 	}
-	if v, err := f.Int32s(convert.KeyTokenizerEOSList); err == nil {
+	if v, err := f.Int32s(gguf.KeyQllamaTokenizerEOSList); err == nil {
 		for _, id := range v {
 			p.EOS = append(p.EOS, int(id))
 		}
@@ -361,10 +360,10 @@ func GGUFTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 	if v, err := f.Bool(gguf.KeyTokenizerAddEOS); err == nil {
 		p.AddEOS = v
 	}
-	if v, err := f.String(convert.KeyTokenizerPattern); err == nil {
+	if v, err := f.String(gguf.KeyQllamaTokenizerPattern); err == nil {
 		p.Pattern = v
 	}
-	if v, err := f.Bool(convert.KeyTokenizerIgnore); err == nil {
+	if v, err := f.Bool(gguf.KeyQllamaTokenizerIgnore); err == nil {
 		p.IgnoreMerges = v
 	}
 	tok, err := tokenizer.FromParts(p)
@@ -386,7 +385,7 @@ func (l *ggufLoader) has(name string) bool {
 	if _, ok := l.f.Tensor(name); ok {
 		return true
 	}
-	_, ok := l.f.KV(convert.TensorKey(name, "format"))
+	_, ok := l.f.KV(gguf.TensorKey(name, "format"))
 	return ok
 }
 
@@ -443,7 +442,7 @@ func (l *ggufLoader) load(name string, rows, cols, heads int) (Weight, error) {
 		}
 		return p, nil
 	}
-	format, err := f.String(convert.TensorKey(name, "format"))
+	format, err := f.String(gguf.TensorKey(name, "format"))
 	if errors.Is(err, gguf.ErrKeyNotFound) {
 		return nil, ggufErr(f, "tensor %q missing", name)
 	}
@@ -451,23 +450,23 @@ func (l *ggufLoader) load(name string, rows, cols, heads int) (Weight, error) {
 		return nil, err
 	}
 	c := &components{f: f, name: name, rows: rows, cols: cols}
-	shape, err := int64s(f, convert.TensorKey(name, "shape"))
+	shape, err := int64s(f, gguf.TensorKey(name, "shape"))
 	if err != nil {
 		return nil, err
 	}
 	if !slices.Equal(shape, []int64{int64(rows), int64(cols)}) {
-		return nil, ggufErr(f, "%s = %v, the config implies [%d %d]", convert.TensorKey(name, "shape"), shape, rows, cols)
+		return nil, ggufErr(f, "%s = %v, the config implies [%d %d]", gguf.TensorKey(name, "shape"), shape, rows, cols)
 	}
 	var q quant.Tensor
 	switch format {
-	case convert.FormatInt8:
+	case gguf.FormatInt8:
 		q, err = c.int8(heads)
-	case convert.FormatNF4, convert.FormatFP4:
+	case gguf.FormatNF4, gguf.FormatFP4:
 		q, err = c.bnb4(format, heads)
-	case convert.StoredInt:
+	case gguf.StoredInt:
 		q, err = c.grouped(heads)
 	default:
-		return nil, ggufErr(f, "%s = %q: unknown scheme", convert.TensorKey(name, "format"), format)
+		return nil, ggufErr(f, "%s = %q: unknown scheme", gguf.TensorKey(name, "format"), format)
 	}
 	if err != nil {
 		return nil, err
@@ -482,7 +481,7 @@ type components struct {
 	rows, cols int
 }
 
-func (c *components) key(field string) string { return convert.TensorKey(c.name, field) }
+func (c *components) key(field string) string { return gguf.TensorKey(c.name, field) }
 
 func (c *components) uint(field string) (int, error) {
 	v, err := c.f.Uint(c.key(field))
@@ -561,7 +560,7 @@ func asInt8(b []byte) []int8 {
 
 func (c *components) bnb4(format string, heads int) (*quant.Bnb4, error) {
 	typ := quant.NF4
-	if format == convert.FormatFP4 {
+	if format == gguf.FormatFP4 {
 		typ = quant.FP4
 	}
 	gs, err := c.uint("group_size")
@@ -578,7 +577,7 @@ func (c *components) bnb4(format string, heads int) (*quant.Bnb4, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want := convert.BnbCodebook(typ); !slices.Equal(cb, want[:]) {
+	if want := quant.Codebook(typ); !slices.Equal(cb, want[:]) {
 		return nil, ggufErr(c.f, "%s differs from bitsandbytes' %s codebook; other codebooks are not supported", c.key("codebook"), format)
 	}
 	r, k, nb := int64(c.rows), int64(c.cols), int64(c.cols/gs)
@@ -737,7 +736,7 @@ func newQuantWeight(q quant.Tensor) (*quantWeight, error) {
 		if err != nil {
 			return nil, err
 		}
-		lut := convert.BnbCodebook(t.Type)
+		lut := quant.Codebook(t.Type)
 		w.row = func(dst []float32, i int) {
 			base := i * t.Cols
 			for j := range dst[:t.Cols] {

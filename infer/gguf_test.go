@@ -114,7 +114,7 @@ func TestLoadGGUFErrors(t *testing.T) {
 		{"bad group", nf4, setKey("qllama.quant.blk.0.attn_v.weight.group_size", uint32(48)), "group_size"},
 		{"bad shape key", rtn, setKey("qllama.quant.blk.2.ffn_gate.weight.shape", []int64{172, 65}), "shape"},
 		{"bits out of range", rtn, setKey("qllama.quant.blk.2.ffn_gate.weight.bits", uint32(9)), "bits"},
-		{"rope factors disagree", convertTo(t, "random_llama32", "f32", convert.Options{}), setKey(convert.KeyRopeFactor, float64(8)), "rope_freqs.weight"},
+		{"rope factors disagree", convertTo(t, "random_llama32", "f32", convert.Options{}), setKey(gguf.KeyQllamaRopeFactor, float64(8)), "rope_freqs.weight"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := rewrite(t, tc.src, tc.edit)

@@ -401,3 +401,13 @@ func (q *Bnb4) Bytes() int {
 
 // BitsPerWeight includes the absmax overhead.
 func (q *Bnb4) BitsPerWeight() float64 { return bitsPerWeight(q.Bytes(), q.Rows, q.Cols) }
+
+// Codebook returns the 16 dequantization values of a 4-bit type, indexed by
+// code (what a runtime multiplies by a block's absmax).
+func Codebook(k FourBit) [16]float32 {
+	var lut [16]float32
+	for c := range lut {
+		lut[c] = fourBitValue(k, uint8(c))
+	}
+	return lut
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"qllama/convert"
 	"qllama/format/gguf"
 	"qllama/format/hf"
 	"qllama/infer"
@@ -127,7 +126,7 @@ func describeGGUF(l *loaded, info *modelInfo) {
 	info.Format = "gguf"
 	info.Architecture, _ = f.String(gguf.KeyGeneralArchitecture)
 	info.DType = "unknown"
-	if s, err := f.String(convert.KeyScheme); err == nil {
+	if s, err := f.String(gguf.KeyQllamaScheme); err == nil {
 		info.DType = s
 	} else if ft, err := f.Uint(gguf.KeyGeneralFileType); err == nil {
 		info.DType = fmt.Sprintf("general.file_type %d", ft)
@@ -144,12 +143,12 @@ func describeGGUF(l *loaded, info *modelInfo) {
 		info.Params += int64(c.Vocab * c.Dim)
 	}
 	info.RopeTheta, _ = f.Float(gguf.KeyRopeFreqBase)
-	if v, err := f.Float64(convert.KeyRopeTheta); err == nil {
+	if v, err := f.Float64(gguf.KeyQllamaRopeTheta); err == nil {
 		info.RopeTheta = v
 	}
 	info.RopeScaling = "none"
-	if typ, err := f.String(convert.KeyRopeScalingType); err == nil {
-		factor, _ := f.Float64(convert.KeyRopeFactor)
+	if typ, err := f.String(gguf.KeyQllamaRopeScalingType); err == nil {
+		factor, _ := f.Float64(gguf.KeyQllamaRopeFactor)
 		info.RopeScaling = fmt.Sprintf("%s x%g", typ, factor)
 	} else if _, ok := f.Tensor(gguf.TensorRopeFreqs); ok {
 		info.RopeScaling = "rope_freqs.weight"
