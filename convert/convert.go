@@ -46,6 +46,7 @@ type weight struct {
 	fallback string
 	parts    []part
 	enc      *encoded
+	cal      *calibration // codes chosen by GPTQ/AWQ for this linear, if any
 }
 
 // Convert converts the Hugging Face Llama directory opt.In into the GGUF file
@@ -72,7 +73,13 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 	}
 	cfg := src.Config
 
-	ws, err := plan(src, pol)
+	var cal *calibration
+	if pol.calibrate != "" {
+		if cal, err = calibrate(ctx, opt, pol, src, tok); err != nil {
+			return nil, fmt.Errorf("convert: %s: %w", opt.In, err)
+		}
+	}
+	ws, err := plan(src, pol, cal)
 	if err != nil {
 		return nil, fmt.Errorf("convert: %s: %w", opt.In, err)
 	}
@@ -100,6 +107,9 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 		return nil, fmt.Errorf("convert: %s: %w", opt.In, err)
 	}
 	kvs = append(kvs, tkv...)
+	if cal != nil {
+		kvs = append(kvs, cal.kvs(pol.calibrate)...)
+	}
 	dtype := strings.ToLower(string(src.DType()))
 	kvs = append(kvs,
 		gguf.KV{Key: gguf.KeyQllamaVersion, Value: uint32(gguf.FormatVersion)},
@@ -199,7 +209,7 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 }
 
 // plan lists the weights to write with their resolved schemes.
-func plan(src *hf.Model, pol policy) ([]*weight, error) {
+func plan(src *hf.Model, pol policy, cal *calibration) ([]*weight, error) {
 	c := src.Config
 	var ws []*weight
 	add := func(name, hfName, class string, rows, cols, heads int, s Scheme) {
@@ -210,6 +220,14 @@ func plan(src *hf.Model, pol policy) ([]*weight, error) {
 			w.scheme, w.fallback = fitScheme(s, cols)
 		}
 		w.parts = parts(w.scheme, rows, cols)
+		if cal != nil {
+			if n := cal.norms[hfName]; n != nil {
+				w.gen = n // AWQ folded its scales into this RMSNorm
+			}
+			if _, ok := cal.weights[hfName]; ok && class == ClassLinear {
+				w.cal = cal // rtn layout: fitScheme never replaces rtn
+			}
+		}
 		ws = append(ws, w)
 	}
 	gname := func(hfName string) string {
@@ -275,7 +293,16 @@ func (w *weight) encode(ctx context.Context, src *hf.Model, threads int) error {
 			}
 		}
 	}
-	enc, err := encode(ctx, threads, w.scheme, s, w.rows, w.cols)
+	var enc *encoded
+	var err error
+	if w.cal != nil {
+		var eff []float32
+		if eff, err = w.cal.effective(w.src); err == nil {
+			enc, err = encodeGrouped(ctx, threads, w.scheme, w.cal.weights[w.src], eff, s, w.rows, w.cols)
+		}
+	} else {
+		enc, err = encode(ctx, threads, w.scheme, s, w.rows, w.cols)
+	}
 	if err != nil {
 		if errors.Is(err, quant.ErrOverflow) {
 			return fmt.Errorf("%s as %s: %w (choose a wider type for this tensor class)", w.src, w.scheme, err)

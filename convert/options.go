@@ -13,6 +13,15 @@ import (
 // ErrOptions is wrapped by errors about invalid options.
 var ErrOptions = errors.New("invalid conversion options")
 
+// Calibration-based methods: they choose the codes, scales and zeros of
+// grouped integer (rtn-format) linear layers from activations of a
+// calibration text; embeddings and the output head default to f16, as the
+// reference GPTQ and AWQ releases keep them.
+const (
+	MethodGPTQ = "gptq"
+	MethodAWQ  = "awq"
+)
+
 // Defaults applied when the options leave a parameter at zero.
 const (
 	DefaultBits     = 4
@@ -22,7 +31,7 @@ const (
 
 // Methods lists every accepted method and type name.
 func Methods() []string {
-	return []string{gguf.FormatNF4, gguf.FormatFP4, gguf.FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", gguf.FormatRTN, "f16", "bf16", "f32"}
+	return []string{MethodGPTQ, MethodAWQ, gguf.FormatNF4, gguf.FormatFP4, gguf.FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", gguf.FormatRTN, "f16", "bf16", "f32"}
 }
 
 // Options configure Convert.
@@ -51,6 +60,18 @@ type Options struct {
 	Threads int
 	// Progress, when set, receives a progress bar counted in output bytes.
 	Progress io.Writer
+
+	// Calib is the calibration text (plain text, or JSONL with a "text"
+	// field) of the gptq and awq methods.
+	Calib string
+	// CalibSamples and CalibLen are the windows drawn from Calib and their
+	// length in tokens (0: the references' 128 x 2048 for GPTQ, 128 x 512
+	// for AWQ); CalibSeed seeds the window offsets.
+	CalibSamples, CalibLen int
+	CalibSeed              uint64
+	// ActOrder quantizes GPTQ columns in decreasing Hessian-diagonal order
+	// (with static groups, so the stored layout stays plain).
+	ActOrder bool
 }
 
 // Scheme is a resolved per-tensor format with its parameters.
@@ -146,6 +167,7 @@ func (o *Options) scheme(flag, name string) (Scheme, error) {
 // policy is the resolved per-class format choice.
 type policy struct {
 	linear, embed, head Scheme
+	calibrate           string // "", MethodGPTQ or MethodAWQ: how the linear layers' codes are chosen
 }
 
 // resolve validates the options and returns the policy.
@@ -158,6 +180,24 @@ func (o *Options) resolve() (policy, error) {
 		return p, fmt.Errorf("method is required (one of %s): %w", strings.Join(Methods(), ", "), ErrOptions)
 	}
 	typ, emb, head := o.Type, o.EmbedType, o.HeadType
+	method := strings.ToLower(o.Method)
+	if method == MethodGPTQ || method == MethodAWQ {
+		if typ != "" && !strings.EqualFold(typ, gguf.FormatRTN) {
+			return p, fmt.Errorf("%s stores grouped integer weights: --type must be rtn or empty, not %q: %w", method, typ, ErrOptions)
+		}
+		if o.Calib == "" {
+			return p, fmt.Errorf("%s needs a calibration text (--calib FILE): %w", method, ErrOptions)
+		}
+		if method == MethodAWQ && o.Sym {
+			return p, fmt.Errorf("awq is asymmetric only (drop --sym): %w", ErrOptions)
+		}
+		p.calibrate, typ = method, gguf.FormatRTN
+		if emb == "" {
+			emb = "f16"
+		}
+	} else if o.Calib != "" || o.ActOrder {
+		return p, fmt.Errorf("--calib and --act-order apply to gptq and awq only: %w", ErrOptions)
+	}
 	if typ == "" {
 		typ = o.Method
 	}
@@ -167,8 +207,10 @@ func (o *Options) resolve() (policy, error) {
 	if head == "" {
 		head = emb
 	}
-	if _, err := o.scheme("method", o.Method); err != nil {
-		return p, err
+	if p.calibrate == "" {
+		if _, err := o.scheme("method", o.Method); err != nil {
+			return p, err
+		}
 	}
 	var err error
 	if p.linear, err = o.scheme("type", typ); err != nil {

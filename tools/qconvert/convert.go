@@ -19,6 +19,11 @@ func convertFlags() []cli.Flag {
 		&cli.IntFlag{Name: "group", Usage: "rtn: group size (default 128, -1 per channel); nf4/fp4: absmax block size (default 64)"},
 		&cli.BoolFlag{Name: "sym", Usage: "rtn: symmetric (no zero points)"},
 		&cli.BoolFlag{Name: "double-quant", Usage: "nf4/fp4: quantize the absmax to 8 bits (bitsandbytes compress_statistics)"},
+		&cli.StringFlag{Name: "calib", Usage: "gptq/awq: calibration text (plain text, or JSONL with a \"text\" field), e.g. wikitext-2 or c4 (README)"},
+		&cli.IntFlag{Name: "calib-samples", Usage: "gptq/awq: calibration windows (default 128)"},
+		&cli.IntFlag{Name: "calib-len", Usage: "gptq/awq: tokens per window (default 2048 gptq, 512 awq)"},
+		&cli.Uint64Flag{Name: "calib-seed", Usage: "gptq/awq: seed of the window offsets"},
+		&cli.BoolFlag{Name: "act-order", Usage: "gptq: quantize columns by decreasing Hessian diagonal (static groups)"},
 		&cli.StringFlag{Name: "type", Usage: "format of the linear layers (default: --method)"},
 		&cli.StringFlag{Name: "embed-type", Usage: "format of token_embd (default: --type)"},
 		&cli.StringFlag{Name: "head-type", Usage: "format of the output projection (default: --embed-type; written separately when it differs from a tied embedding)"},
@@ -53,6 +58,7 @@ func runConvert(c *cli.Context) error {
 	opt := convert.Options{
 		In: c.String("in"), Out: c.String("out"), Method: c.String("method"),
 		Bits: c.Int("bits"), Group: c.Int("group"), Sym: c.Bool("sym"), DoubleQuant: c.Bool("double-quant"),
+		Calib: c.String("calib"), CalibSamples: c.Int("calib-samples"), CalibLen: c.Int("calib-len"), CalibSeed: c.Uint64("calib-seed"), ActOrder: c.Bool("act-order"),
 		Type: c.String("type"), EmbedType: c.String("embed-type"), HeadType: c.String("head-type"),
 		Threads: c.Int("threads"), Progress: c.App.ErrWriter,
 	}

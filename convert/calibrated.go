@@ -1,0 +1,163 @@
+package convert
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"qllama/convert/awq"
+	"qllama/convert/calib"
+	"qllama/convert/gptq"
+	"qllama/convert/quant"
+	"qllama/format/gguf"
+	"qllama/format/hf"
+	"qllama/infer"
+	"qllama/infer/tokenizer"
+	"qllama/internal/progress"
+
+	"github.com/x448/float16"
+)
+
+// calibration is what GPTQ or AWQ chose for the model: grouped weights of
+// every decoder-block linear (Hugging Face names and row order) and, for
+// AWQ, the RMSNorm weights its scales were folded into.
+type calibration struct {
+	weights map[string]*quant.Grouped
+	norms   map[string][]float32
+	info    calib.Info
+	awq     *awq.Result // nil for GPTQ
+}
+
+// effective returns a linear's quantized weight in the original basis (AWQ
+// stores it scaled), to measure its error against the source.
+func (c *calibration) effective(name string) ([]float32, error) {
+	if c.awq != nil {
+		return c.awq.Effective(name)
+	}
+	return c.weights[name].Dequantize()
+}
+
+// calibrate runs the policy's calibration method on the float model.
+func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok *tokenizer.Tokenizer) (*calibration, error) {
+	m, err := infer.LoadHF(src)
+	if err != nil {
+		return nil, err
+	}
+	copt := calib.DefaultGPTQ
+	if pol.calibrate == MethodAWQ {
+		copt = calib.DefaultAWQ
+	}
+	if opt.CalibSamples > 0 {
+		copt.Samples = opt.CalibSamples
+	}
+	if opt.CalibLen > 0 {
+		copt.SeqLen = opt.CalibLen
+	}
+	copt.Seed = opt.CalibSeed
+	set, err := calib.Load(ctx, opt.Calib, tok, copt)
+	if err != nil {
+		return nil, err
+	}
+	s := pol.linear
+	var out io.Writer = opt.Progress
+	total := 7 * m.Config.Layers
+	bar := progress.New(out, int64(total), pol.calibrate+" layers", progress.Options{})
+	last := 0
+	tick := func(done, _ int, _ string) {
+		bar.Add(int64(done - last))
+		last = done
+	}
+	c := &calibration{info: set.Info}
+	switch pol.calibrate {
+	case MethodGPTQ:
+		c.weights, _, err = gptq.QuantizeModel(ctx, m, set, gptq.ModelOptions{
+			Options:  gptq.Options{Bits: s.Bits, GroupSize: s.Group, Sym: s.Sym, ActOrder: opt.ActOrder, StaticGroups: true, Threads: opt.Threads},
+			Progress: tick,
+		})
+	case MethodAWQ:
+		group := s.Group
+		if group == 0 {
+			group = -1 // per channel
+		}
+		var res *awq.Result
+		res, _, err = awq.QuantizeModel(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
+		if res != nil {
+			c.weights, c.norms, c.awq = res.Weights, res.Norms, res
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", pol.calibrate, err)
+	}
+	bar.Finish()
+	// The stored layout has no g_idx: groups must be contiguous columns.
+	for name, g := range c.weights {
+		if g.Bits != s.Bits || g.GroupSize != s.Group || g.Sym != s.Sym {
+			return nil, fmt.Errorf("%s: %s came back as %d-bit group %d sym %v, want %s", pol.calibrate, name, g.Bits, g.GroupSize, g.Sym, s)
+		}
+		for col, gi := range g.GIdx {
+			if s.Group > 0 && int(gi) != col/s.Group {
+				return nil, fmt.Errorf("%s: %s has act-order groups (g_idx), which this file layout cannot store", pol.calibrate, name)
+			}
+		}
+	}
+	return c, nil
+}
+
+// calibKVs records the calibration in the file.
+func (c *calibration) kvs(method string) []gguf.KV {
+	return []gguf.KV{
+		{Key: "qllama.calib.method", Value: method},
+		{Key: "qllama.calib.file", Value: c.info.File},
+		{Key: "qllama.calib.sha256", Value: c.info.SHA256},
+		{Key: "qllama.calib.samples", Value: uint32(c.info.Samples)},
+		{Key: "qllama.calib.seq_len", Value: uint32(c.info.SeqLen)},
+		{Key: "qllama.calib.seed", Value: uint64(c.info.Seed)},
+	}
+}
+
+// encodeGrouped stores precomputed grouped weights in the rtn layout, rows
+// in output order (through src.perm for Q/K), and measures the error of the
+// effective weight against the source.
+func encodeGrouped(ctx context.Context, threads int, s Scheme, g *quant.Grouped, deq []float32, src *source, rows, cols int) (*encoded, error) {
+	if g.Rows != rows || g.Cols != cols || len(deq) != rows*cols {
+		return nil, fmt.Errorf("precomputed weight is [%d %d], want [%d %d]", g.Rows, g.Cols, rows, cols)
+	}
+	ng := rtnGroups(s, cols)
+	rb := rtnRowBytes(s.Bits, cols)
+	codes := make([]byte, rows*rb)
+	scales := make([]float32, rows*ng)
+	var zeros []byte
+	if !s.Sym {
+		zeros = make([]byte, 2*rows*ng)
+	}
+	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
+		w, _ := sc.grow((hi - lo) * cols)
+		if err := src.rows(w, lo, hi); err != nil {
+			return err
+		}
+		for r := lo; r < hi; r++ {
+			p := r
+			if src.perm != nil {
+				p = src.perm[r]
+			}
+			packRow(codes[r*rb:(r+1)*rb], g.Codes[p*cols:(p+1)*cols], s.Bits)
+			copy(scales[r*ng:(r+1)*ng], g.Scales[p*ng:(p+1)*ng])
+			if zeros != nil {
+				for i, z := range g.Zeros[p*ng : (p+1)*ng] {
+					binary.LittleEndian.PutUint16(zeros[2*(r*ng+i):], float16.Fromfloat32(float32(z)).Bits())
+				}
+			}
+			acc.add(w[(r-lo)*cols:(r-lo+1)*cols], deq[p*cols:(p+1)*cols])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	data := [][]byte{codes, f32Bytes(scales)}
+	if zeros != nil {
+		data = append(data, zeros)
+	}
+	return &encoded{data: data, err: sums}, nil
+}
