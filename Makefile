@@ -5,7 +5,7 @@ BIN     := bin
 DEMO    := demo
 SHARED  := ../shared/testdata
 
-.PHONY: all build test fuzz bench demo vet clean
+.PHONY: all build test fuzz bench demo vet clean quality
 
 all: build
 
@@ -39,6 +39,10 @@ demo: build
 	$(BIN)/qconvert random --shape tiny --seed 1 --out $(DEMO)/tiny-random
 	$(BIN)/qinfer info --model $(DEMO)/tiny-random
 	$(BIN)/qinfer generate --model $(DEMO)/tiny-random --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --seed 1
+
+# docs/QUALITY.md: every packed format of stories260k against FP32 (needs jq).
+quality: build
+	scripts/quality.sh
 
 clean:
 	rm -rf $(BIN) $(DEMO)

@@ -50,6 +50,18 @@ mv "$CORPUS.tmp" "$CORPUS"
 corpus_sha=$(sha256sum "$CORPUS" | cut -c1-16)
 echo "corpus: $CORPUS ($(wc -c <"$CORPUS") bytes, sha256 $corpus_sha...)" >&2
 
+# The calibration text of GPTQ and AWQ: sampled like the corpus but from other
+# prompts and seeds, so the evaluation text is held out.
+CALIB=$WORK/calib.txt
+: >"$CALIB.tmp"
+for p in "The cat" "Mia saw" "Ben liked" "At night"; do
+	seed=$((seed + 1))
+	text=$("$QINFER" generate --model "$MODEL" --prompt "$p" --max-tokens 500 --temperature 1 --seed "$seed")
+	printf '%s%s\n' "$p" "$text" >>"$CALIB.tmp"
+done
+mv "$CALIB.tmp" "$CALIB"
+CAL="--calib $CALIB --calib-samples 32 --calib-len 128"
+
 # 2. and 3. Every format: "family|name|qconvert flags".
 FORMATS=(
 	"float|f32|--method f32"
@@ -74,6 +86,11 @@ FORMATS=(
 	"rtn|rtn int3 g64|--method rtn --bits 3 --group 64"
 	"rtn|rtn int2 g32|--method rtn --bits 2 --group 32"
 	"rtn|rtn int2 g64|--method rtn --bits 2 --group 64"
+	"gptq|gptq int4 g64|--method gptq --bits 4 --group 64 --embed-type rtn $CAL"
+	"gptq|gptq int3 g64|--method gptq --bits 3 --group 64 --embed-type rtn $CAL"
+	"gptq|gptq int2 g64|--method gptq --bits 2 --group 64 --embed-type rtn $CAL"
+	"awq|awq int4 g64|--method awq --bits 4 --group 64 --embed-type rtn $CAL"
+	"awq|awq int3 g64|--method awq --bits 3 --group 64 --embed-type rtn $CAL"
 )
 
 ROWS=$WORK/rows.tsv
