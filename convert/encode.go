@@ -326,7 +326,7 @@ func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, c
 	if !s.DoubleQuant {
 		return &encoded{data: [][]byte{packed, f32Bytes(absmax)}, err: sums}, nil
 	}
-	nested := nestAbsmax(absmax)
+	nested := quant.NestAbsmax(absmax)
 	full := &quant.Bnb4{Type: typ, Rows: rows, Cols: cols, BlockSize: s.Group, Packed: packed, Nested: nested}
 	am, err := full.BlockAbsmax()
 	if err != nil {

@@ -37,7 +37,7 @@ func TestNestAbsmaxMatchesQuant(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := nestAbsmax(plain.Absmax); !reflect.DeepEqual(got, want.Nested) {
+				if got := quant.NestAbsmax(plain.Absmax); !reflect.DeepEqual(got, want.Nested) {
 					t.Errorf("%v: nested absmax differs from quant's", typ)
 				}
 			}

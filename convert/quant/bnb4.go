@@ -235,6 +235,18 @@ func QuantizeBnb4(w []float32, rows, cols int, opt Bnb4Options) (*Bnb4, error) {
 		q.Absmax = absmax
 		return q, nil
 	}
+	q.Nested = NestAbsmax(absmax)
+	return q, nil
+}
+
+// NestAbsmax is the double quantization of the 4-bit absmax
+// (bitsandbytes quantize_4bit(compress_statistics=True)): the absmax minus
+// their mean (float64 sum, float32 mean), coded with
+// quantize_blockwise(blocksize=NestedBlockSize) on the signed dynamic map.
+// QuantizeBnb4 calls it; a pipeline that codes the blocks in parallel
+// chunks calls it once on the whole tensor's absmax.
+func NestAbsmax(absmax []float32) *NestedAbsmax {
+	nb := len(absmax)
 	var sum float64
 	for _, a := range absmax {
 		sum += float64(a)
@@ -246,8 +258,7 @@ func QuantizeBnb4(w []float32, rows, cols int, opt Bnb4Options) (*Bnb4, error) {
 	}
 	code := DynamicMap()
 	codes, amax2 := quantizeBlockwise8(&code, centered, NestedBlockSize)
-	q.Nested = &NestedAbsmax{Map: code, Codes: codes, Absmax: amax2, Offset: offset}
-	return q, nil
+	return &NestedAbsmax{Map: code, Codes: codes, Absmax: amax2, Offset: offset}
 }
 
 func bnb4BlockSize(bs int) (int, error) {
