@@ -95,8 +95,10 @@ func (f *fakeTarget) PeakBytes() int64 { return f.peak }
 
 type fakeProbe struct{ joules float64 }
 
-func (p fakeProbe) Describe() (*GPUInfo, error) { return &GPUInfo{Name: "Fake GPU", Driver: "1.0"}, nil }
-func (p fakeProbe) Meter() (Meter, error)       { return fakeMeter(p), nil }
+func (p fakeProbe) Describe() (*GPUInfo, error) {
+	return &GPUInfo{Name: "Fake GPU", Driver: "1.0"}, nil
+}
+func (p fakeProbe) Meter() (Meter, error) { return fakeMeter(p), nil }
 
 type fakeMeter fakeProbe
 

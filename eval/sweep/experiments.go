@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
