@@ -15,7 +15,7 @@
 // With DUAL, a second weight U of the same format and shape is applied too and
 // the result is silu(W x) * (U x): SwiGLU's gate and up in one pass.
 template <int FMT, int NT, bool DUAL>
-__device__ __forceinline__ void matvec_impl(const Weight W, const Weight U, const float* __restrict__ x,
+__device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, const float* __restrict__ x,
                                             float* __restrict__ dst, long long n, long long rows, long long cols,
                                             long long mode) {
     const int lane = threadIdx.x & 31;
@@ -31,7 +31,7 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U, cons
     if (cols & 7) {  // slow path: rows not a multiple of 8 long (tiny models)
         for (long long j = lane; j < cols; j += 32) {
             const float w = decode1<FMT>(W, r, cols, j);
-            const float u = DUAL ? decode1<FMT>(U, r, cols, j) : 0.f;
+            const float u = DUAL ? decode1<FMT>(U_, r, cols, j) : 0.f;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
@@ -43,18 +43,35 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U, cons
         }
     }
     const long long chunks = (cols & 7) ? 0 : cols >> 3;
-    for (long long c = lane; c < chunks; c += 32) {
-        float w[8], u[8];
-        decode8<FMT>(W, r, cols, c, w);
-        if (DUAL) decode8<FMT>(U, r, cols, c, u);
+    // U chunks per lane per iteration, decoded (loads issued) before use, so
+    // several 16-byte weight loads are in flight per lane.
+    constexpr int U = NT == 1 ? 4 : (NT <= 8 ? 2 : 1);
+    for (long long c0 = lane; c0 < chunks; c0 += 32 * U) {
+        float w[U][8], u[DUAL ? U : 1][8];
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            if (t < nt) {
-                const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * cols) + 2 * c;
-                float4 a = __ldg(xp), b = __ldg(xp + 1);
-                acc[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
-                if (DUAL)
-                    acc2[DUAL ? t : 0] += u[0] * a.x + u[1] * a.y + u[2] * a.z + u[3] * a.w + u[4] * b.x + u[5] * b.y + u[6] * b.z + u[7] * b.w;
+        for (int k = 0; k < U; k++) {
+            const long long c = c0 + 32 * k;
+            if (c < chunks) {
+                decode8<FMT>(W, r, cols, c, w[k]);
+                if (DUAL) decode8<FMT>(U_, r, cols, c, u[DUAL ? k : 0]);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < U; k++) {
+            const long long c = c0 + 32 * k;
+            if (c >= chunks) break;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < nt) {
+                    const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * cols) + 2 * c;
+                    float4 a = __ldg(xp), b = __ldg(xp + 1);
+                    const float* wk = w[k];
+                    acc[t] += wk[0] * a.x + wk[1] * a.y + wk[2] * a.z + wk[3] * a.w + wk[4] * b.x + wk[5] * b.y + wk[6] * b.z + wk[7] * b.w;
+                    if (DUAL) {
+                        const float* uk = u[DUAL ? k : 0];
+                        acc2[DUAL ? t : 0] += uk[0] * a.x + uk[1] * a.y + uk[2] * a.z + uk[3] * a.w + uk[4] * b.x + uk[5] * b.y + uk[6] * b.z + uk[7] * b.w;
+                    }
+                }
             }
         }
     }

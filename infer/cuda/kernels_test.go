@@ -267,18 +267,22 @@ func TestRopeAttention(t *testing.T) {
 		int64(layer), int64(heads), int64(kvheads), int64(hd), int64(n)); err != nil {
 		t.Fatal(err)
 	}
-	nsplit := (300 + attChunk - 1) / attChunk
-	part := poisoned(t, n*heads*nsplit*(hd+2))
-	att := poisoned(t, n*qDim)
+	gotQ := fetch(t, dq, n*qDim)
 	scale := 1 / math.Sqrt(hd)
-	if err := dev.launch("attn_partial", dim3{n, heads, nsplit}, 128, 0, dq, part, dpos, dbase, dcap,
-		int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit)); err != nil {
-		t.Fatal(err)
+	var gotAtt [][]float32
+	for _, chunk := range []int{attChunk, attChunkSmall, 100} {
+		nsplit := (300 + chunk - 1) / chunk
+		part := poisoned(t, n*heads*nsplit*(hd+2))
+		att := poisoned(t, n*qDim)
+		if err := dev.launch("attn_partial", dim3{n, heads, nsplit}, 128, 0, dq, part, dpos, dbase, dcap,
+			int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit), int64(chunk)); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.launch("attn_combine", dim3{x: n, y: heads}, 128, 0, part, att, int64(heads), int64(hd), int64(nsplit)); err != nil {
+			t.Fatal(err)
+		}
+		gotAtt = append(gotAtt, fetch(t, att, n*qDim))
 	}
-	if err := dev.launch("attn_combine", dim3{x: n, y: heads}, 128, 0, part, att, int64(heads), int64(hd), int64(nsplit)); err != nil {
-		t.Fatal(err)
-	}
-	gotQ, gotAtt := fetch(t, dq, n*qDim), fetch(t, att, n*qDim)
 
 	// Reference.
 	rot := func(x []float64, p int) {
@@ -346,8 +350,10 @@ func TestRopeAttention(t *testing.T) {
 		_ = s
 		start += l
 	}
-	if e := relErr(gotAtt, wantAtt); e > 1e-5 {
-		t.Errorf("attention: relative error %.3g", e)
+	for i, got := range gotAtt {
+		if e := relErr(got, wantAtt); e > 1e-5 {
+			t.Errorf("attention (chunk variant %d): relative error %.3g", i, e)
+		}
 	}
 }
 

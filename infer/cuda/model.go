@@ -16,7 +16,8 @@ import (
 
 // Kernel launch constants (kernels/attention.cu, matvec.cu).
 const (
-	attChunk      = 256 // ATT_CHUNK: key positions per attention block
+	attChunk      = 256 // ATT_CHUNK: the most key positions per attention block
+	attChunkSmall = 64  // positions per block for decode-sized steps (more blocks in flight)
 	mvRowsPerBlk  = 4   // warps (rows) per matvec block of 128 threads
 	maxHeadDim    = 256 // attn_partial keeps q in 256 floats of shared memory
 	normThreads   = 256
@@ -68,8 +69,8 @@ func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
 		return nil, fmt.Errorf("cuda: upload: %w", err)
 	}
 	c := &m.Config
-	if c.HeadDim > maxHeadDim {
-		return nil, fmt.Errorf("cuda: head dim %d is over the attention kernel's %d", c.HeadDim, maxHeadDim)
+	if c.HeadDim > maxHeadDim || c.HeadDim%4 != 0 {
+		return nil, fmt.Errorf("cuda: head dim %d: the attention kernel needs a multiple of 4, at most %d", c.HeadDim, maxHeadDim)
 	}
 	defer d.bind()()
 	g := &Model{Config: *c, d: d}
@@ -338,7 +339,11 @@ func (g *Model) run(steps []Step) (int, error) {
 
 	b := &g.buf
 	dim, qDim, kvDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), g.kvDim(), int64(c.FFNDim)
-	nsplit := int64((maxLen + attChunk - 1) / attChunk)
+	chunk := int64(attChunk)
+	if n <= 64 {
+		chunk = attChunkSmall
+	}
+	nsplit := (int64(maxLen) + chunk - 1) / chunk
 	rowsNeed := int64(n)
 	if rowsNeed > b.rows || b.x == 0 {
 		var have int64
@@ -399,7 +404,7 @@ func (g *Model) run(steps []Step) (int, error) {
 		do(g.d.launch("rope_store", dim3{x: n}, 128, 0, b.q, b.k, b.v, dPos, kvbase, dCap, g.invFreq,
 			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), N))
 		do(g.d.launch("attn_partial", dim3{n, c.Heads, int(nsplit)}, 128, 0, b.q, b.partial, dPos, kvbase, dCap,
-			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), scale, nsplit))
+			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), scale, nsplit, chunk))
 		do(g.d.launch("attn_combine", dim3{x: n, y: c.Heads}, 128, 0, b.partial, b.att, int64(c.Heads), int64(c.HeadDim), nsplit))
 		do(g.matvec(L.o, b.att, b.x, N, true))
 		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
@@ -420,6 +425,27 @@ func (g *Model) run(steps []Step) (int, error) {
 	return nsel, nil
 }
 
+// kernelNames caches "matvec_q4_0_8" and the like.
+var kernelNames = func() map[[3]int]string {
+	m := map[[3]int]string{}
+	for kind, p := range []string{"matvec_", "swiglu_"} {
+		for f, name := range fmtNames {
+			for _, nt := range []int{1, 8, 32} {
+				m[[3]int{kind, f, nt}] = fmt.Sprintf("%s%s_%d", p, name, nt)
+			}
+		}
+	}
+	return m
+}()
+
+func kernelName(prefix string, format int, nt int64) string {
+	kind := 0
+	if prefix == "swiglu_" {
+		kind = 1
+	}
+	return kernelNames[[3]int{kind, format, int(nt)}]
+}
+
 // tile picks the activation rows per matvec pass.
 func tile(n int64) int64 {
 	switch {
@@ -438,14 +464,14 @@ func (g *Model) matvec(w *weight, x, dst cu.DevicePtr, n int64, add bool) error 
 		mode = 1
 	}
 	args := append(w.args(), x, dst, n, int64(w.rows), int64(w.cols), mode)
-	return g.d.launch(fmt.Sprintf("matvec_%s_%d", fmtNames[w.format], nt),
+	return g.d.launch(kernelName("matvec_", w.format, nt),
 		dim3{x: (w.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
 }
 
 func (g *Model) swiglu(gate, up *weight, x, dst cu.DevicePtr, n int64) error {
 	nt := tile(n)
 	args := append(gate.args(), up.data, up.scale, up.zero, up.gidx, x, dst, n, int64(gate.rows), int64(gate.cols))
-	return g.d.launch(fmt.Sprintf("swiglu_%s_%d", fmtNames[gate.format], nt),
+	return g.d.launch(kernelName("swiglu_", gate.format, nt),
 		dim3{x: (gate.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
 }
 
