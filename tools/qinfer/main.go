@@ -37,6 +37,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			infoCommand(),
 			pplCommand(),
 			evalCommand(),
+			benchCommand(),
+			sweepCommand(),
+			coqaSynthCommand(),
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler: func(*cli.Context, error) {},
