@@ -47,6 +47,12 @@ type Device struct {
 	mods    []cu.Module
 	fns     map[string]cu.Function
 	ImageOf map[string]string // module -> which image loaded ("fatbin" or "ptx compute_80")
+	st      stream
+	// fencePending is set after a copy or memset through the legacy default
+	// stream (gorgonia's synchronous calls may return before a pageable
+	// upload or a device copy lands); the next launch synchronises first.
+	fencePending bool
+	args         []uint64
 }
 
 // Open initialises device ordinal: it checks the driver version and the
@@ -90,6 +96,10 @@ func Open(ordinal int) (*Device, error) {
 	}
 	if err := cu.SetCurrentContext(d.ctx); err != nil {
 		return nil, fmt.Errorf("cuda: %s: set context: %w", d.Name, err)
+	}
+	if d.st, err = newStream(); err != nil {
+		d.closeLocked()
+		return nil, err
 	}
 	for _, name := range kernels.Modules {
 		im, err := kernels.Load(name)
@@ -141,6 +151,10 @@ func (d *Device) Close() error {
 
 func (d *Device) closeLocked() error {
 	var errs []error
+	if d.st.s != nil {
+		d.st.destroy()
+		d.st = stream{}
+	}
 	for _, m := range d.mods {
 		errs = append(errs, m.Unload())
 	}
@@ -179,35 +193,45 @@ func (d *Device) launch(name string, grid dim3, block, shmem int, args ...any) e
 	if err != nil {
 		return err
 	}
-	vals := make([]uint64, len(args))
-	ptrs := make([]unsafe.Pointer, len(args))
+	vals := d.args[:0]
 	for i, a := range args {
 		switch v := a.(type) {
 		case cu.DevicePtr:
-			vals[i] = uint64(v)
+			vals = append(vals, uint64(v))
 		case int:
-			vals[i] = uint64(int64(v))
+			vals = append(vals, uint64(int64(v)))
 		case int64:
-			vals[i] = uint64(v)
+			vals = append(vals, uint64(v))
 		case float64:
-			vals[i] = math.Float64bits(v)
+			vals = append(vals, math.Float64bits(v))
 		default:
 			return fmt.Errorf("cuda: launch %s: argument %d has unsupported type %T", name, i, a)
 		}
-		ptrs[i] = unsafe.Pointer(&vals[i])
 	}
-	if grid.y == 0 {
-		grid.y = 1
-	}
-	if grid.z == 0 {
-		grid.z = 1
-	}
+	d.args = vals
+	grid.y, grid.z = max(grid.y, 1), max(grid.z, 1)
 	if grid.x <= 0 {
 		return nil // nothing to do
 	}
-	if err := f.Launch(grid.x, grid.y, grid.z, block, 1, 1, shmem, cu.NoStream, ptrs); err != nil {
-		return fmt.Errorf("cuda: launch %s (grid %d,%d,%d block %d): %w", name, grid.x, grid.y, grid.z, block, err)
+	if err := d.fence(); err != nil {
+		return err
 	}
+	if err := d.st.launch(f, grid.x, grid.y, grid.z, block, shmem, vals); err != nil {
+		return fmt.Errorf("%w (kernel %s, grid %d,%d,%d block %d)", err, name, grid.x, grid.y, grid.z, block)
+	}
+	return nil
+}
+
+// fence waits for copies made on the legacy default stream (see
+// fencePending).
+func (d *Device) fence() error {
+	if !d.fencePending {
+		return nil
+	}
+	if err := cu.Synchronize(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	d.fencePending = false
 	return nil
 }
 
@@ -252,6 +276,7 @@ func upload[T any](d *Device, s []T, what string) (cu.DevicePtr, error) {
 		return 0, err
 	}
 	if n > 0 {
+		d.fencePending = true
 		if err := cu.MemcpyHtoD(p, unsafe.Pointer(&s[0]), n); err != nil {
 			cu.MemFree(p)
 			return 0, fmt.Errorf("cuda: copying %s to the device: %w", what, err)

@@ -33,6 +33,7 @@ func poisoned(t *testing.T, n int) cu.DevicePtr {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dev.fencePending = true // the memset runs on the legacy stream
 	if err := cu.MemsetD32(p, nanBits, int64(n)); err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +374,7 @@ func TestArgmax(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cu.MemFree(ids)
+	dev.fencePending = true
 	cu.MemsetD32(ids, 0xffffffff, n)
 	if err := dev.launch("argmax", dim3{x: n}, argmaxThreads, 0, dx, ids, int64(n), int64(vocab)); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,14 @@ type Model struct {
 	// DecodeBytes is what one decode step must read: every layer weight, the
 	// lm_head and one embedding row.
 	DecodeBytes int64
+	// UseGraphs captures decode-sized steps (at most 64 tokens) as CUDA
+	// graphs, one per step shape, and replays them: one launch per step
+	// instead of about 11 per layer. Upload turns it on.
+	UseGraphs bool
+	// GraphError is why graph capture was given up, if it was.
+	GraphError  error
+	graphFailed bool
+	graphs      map[graphKey]graph
 	buf         buffers
 }
 
@@ -73,7 +81,7 @@ func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
 		return nil, fmt.Errorf("cuda: head dim %d: the attention kernel needs a multiple of 4, at most %d", c.HeadDim, maxHeadDim)
 	}
 	defer d.bind()()
-	g := &Model{Config: *c, d: d}
+	g := &Model{Config: *c, d: d, UseGraphs: true, graphs: map[graphKey]graph{}}
 	defer func() {
 		if err != nil {
 			g.closeLocked()
@@ -164,6 +172,7 @@ func (g *Model) Close() {
 }
 
 func (g *Model) closeLocked() {
+	g.dropGraphs()
 	for _, w := range g.weights {
 		w.free()
 	}
@@ -221,6 +230,7 @@ func (c *Cache) alloc(capacity int) error {
 		for l := 0; l < 2*c.g.Layers; l++ {
 			src := c.ptr + cu.DevicePtr(int64(l)*int64(c.Cap)*kd)
 			dst := p + cu.DevicePtr(int64(l)*int64(capacity)*kd)
+			c.g.d.fencePending = true
 			if err := cu.MemcpyDtoD(dst, src, int64(c.Len)*kd); err != nil {
 				cu.MemFree(p)
 				return fmt.Errorf("cuda: growing a KV cache: %w", err)
@@ -338,6 +348,7 @@ func (g *Model) run(steps []Step) (int, error) {
 	}
 
 	b := &g.buf
+	before := g.buf
 	dim, qDim, kvDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), g.kvDim(), int64(c.FFNDim)
 	chunk := int64(attChunk)
 	if n <= 64 {
@@ -378,8 +389,14 @@ func (g *Model) run(steps []Step) (int, error) {
 			return 0, err
 		}
 	}
-	if err := cu.MemcpyHtoD(b.meta, unsafe.Pointer(&meta[0]), metaBytes); err != nil {
+	if err := g.d.fence(); err != nil {
+		return 0, err
+	}
+	if err := g.d.st.upload(b.meta, unsafe.Pointer(&meta[0]), metaBytes); err != nil {
 		return 0, fmt.Errorf("cuda: uploading step metadata: %w", err)
+	}
+	if g.buf != before {
+		g.dropGraphs() // captured graphs name the old buffers
 	}
 	kvbase := b.meta
 	dIDs := b.meta + cu.DevicePtr(8*n)
@@ -387,9 +404,46 @@ func (g *Model) run(steps []Step) (int, error) {
 	dCap := dPos + cu.DevicePtr(4*n)
 	dSel := dCap + cu.DevicePtr(4*n)
 
+	enqueue := func() error {
+		return g.enqueue(n, nsel, nsplit, chunk, kvbase, dIDs, dPos, dCap, dSel)
+	}
+	var err error
+	key := graphKey{n, nsel, nsplit, chunk}
+	if ex, ok := g.graphs[key]; ok {
+		err = g.d.st.run(ex)
+	} else if g.UseGraphs && !g.graphFailed && n <= maxGraphRows {
+		var ex graph
+		if ex, err = g.d.st.capture(enqueue); err != nil {
+			// Run without graphs from now on; the error is kept for reports.
+			g.graphFailed, g.GraphError = true, err
+			err = enqueue()
+		} else {
+			if len(g.graphs) >= maxGraphs {
+				g.dropGraphs()
+			}
+			g.graphs[key] = ex
+			err = g.d.st.run(ex)
+		}
+	} else {
+		err = enqueue()
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range steps {
+		s.Cache.Len += len(s.Tokens)
+	}
+	return nsel, nil
+}
+
+// enqueue launches one forward step's kernels (embedding to lm_head).
+func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+	c := &g.Config
+	b := &g.buf
+	dim := int64(c.Dim)
 	N := int64(n)
 	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
-		return 0, err
+		return err
 	}
 	scale := 1 / math.Sqrt(float64(c.HeadDim))
 	eps := float64(c.NormEps)
@@ -411,18 +465,31 @@ func (g *Model) run(steps []Step) (int, error) {
 		do(g.swiglu(L.gate, L.up, b.xn, b.h, N))
 		do(g.matvec(L.down, b.h, b.x, N, true))
 		if err := errors.Join(errs...); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
 	do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false))
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
+	return errors.Join(errs...)
+}
+
+// graphKey names a captured step: everything its kernel arguments depend on
+// besides the (fixed) weight and scratch pointers.
+type graphKey struct {
+	n, nsel       int
+	nsplit, chunk int64
+}
+
+const (
+	maxGraphRows = 64 // steps of at most this many tokens are captured (decode)
+	maxGraphs    = 64 // captured steps kept at once
+)
+
+func (g *Model) dropGraphs() {
+	for k, ex := range g.graphs {
+		ex.destroy()
+		delete(g.graphs, k)
 	}
-	for _, s := range steps {
-		s.Cache.Len += len(s.Tokens)
-	}
-	return nsel, nil
 }
 
 // kernelNames caches "matvec_q4_0_8" and the like.
@@ -489,6 +556,9 @@ func (g *Model) Forward(steps []Step) ([][][]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := g.d.st.sync(); err != nil {
+		return nil, err
+	}
 	V := g.Vocab
 	logits := make([]float32, nsel*V)
 	if err := download(logits, g.buf.logits); err != nil {
@@ -529,6 +599,9 @@ func (g *Model) Greedy(steps []Step) ([]int, error) {
 	if err := g.d.launch("argmax", dim3{x: nsel}, argmaxThreads, 0, g.buf.logits, g.buf.ids, int64(nsel), int64(g.Vocab)); err != nil {
 		return nil, err
 	}
+	if err := g.d.st.sync(); err != nil {
+		return nil, err
+	}
 	ids := make([]int32, nsel)
 	if err := download(ids, g.buf.ids); err != nil {
 		return nil, err
@@ -544,8 +617,5 @@ func (g *Model) Greedy(steps []Step) ([]int, error) {
 // kernel.
 func (g *Model) Sync() error {
 	defer g.d.bind()()
-	if err := cu.Synchronize(); err != nil {
-		return fmt.Errorf("cuda: %w", err)
-	}
-	return nil
+	return g.d.st.sync()
 }

@@ -108,7 +108,10 @@ func compareModel(t *testing.T, m *infer.Model, tol float64, lens []int, decode 
 			toks[i] = []int{top}
 		}
 	}
-	t.Logf("worst logits relative error %.3g over %d steps (formats %v)", worst, decode+1, g.Formats())
+	if g.GraphError != nil {
+		t.Errorf("decode steps ran without CUDA graphs: %v", g.GraphError)
+	}
+	t.Logf("worst logits relative error %.3g over %d steps (formats %v, %d graphs)", worst, decode+1, g.Formats(), len(g.graphs))
 }
 
 func top2(x []float32) (int, float64) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -109,13 +110,19 @@ func TestPerf(t *testing.T) {
 		return out
 	}
 	var rows []string
-	for _, f := range fullFormats {
-		q := requantize(t, m, f[0], f[1])
+	runs := append([][2]string{{"f16", "f16 nograph"}}, fullFormats...)
+	for _, f := range runs {
+		emb, noGraph := f[1], false
+		if e, ok := strings.CutSuffix(emb, " nograph"); ok {
+			emb, noGraph = e, true
+		}
+		q := requantize(t, m, f[0], emb)
 		free0, _, _ := dev.MemInfo()
 		g, err := dev.Upload(q)
 		if err != nil {
 			t.Fatal(err)
 		}
+		g.UseGraphs = !noGraph
 		peak := int64(0)
 		track := func() {
 			if free, _, err := dev.MemInfo(); err == nil {
@@ -183,8 +190,14 @@ func TestPerf(t *testing.T) {
 			return float64(n) / median(per)
 		}
 		s1 := decode(1, 64)
-		s32 := decode(32, 32)
-		p512, p2048 := prefill(512), prefill(2048)
+		var s32, p512, p2048 float64 = math.NaN(), math.NaN(), math.NaN()
+		if !noGraph {
+			s32 = decode(32, 32)
+			p512, p2048 = prefill(512), prefill(2048)
+		}
+		if g.GraphError != nil {
+			t.Errorf("%s: %v", f[0], g.GraphError)
+		}
 		achieved := float64(g.DecodeBytes) / s1 / 1e9
 		rows = append(rows, fmt.Sprintf("| %-16s | %8.0f | %8.0f | %8.0f | %8.0f | %7.0f | %7.0f | %6.0f | %5.0f%% |",
 			f[0]+"/"+f[1], 1/s1, 32/s32, p512, p2048, float64(peak)/(1<<20), float64(g.DecodeBytes)/(1<<20), achieved, 100*achieved/bw))
