@@ -92,7 +92,8 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 	bar.Finish()
 	// The stored layout has no g_idx: groups must be contiguous columns.
 	for name, g := range c.weights {
-		if g.Bits != s.Bits || g.GroupSize != s.Group || g.Sym != s.Sym {
+		sameGroups := g.GroupSize == s.Group || (g.GroupSize == 0 && s.Group >= g.Cols) // a group as wide as the row is per channel
+		if g.Bits != s.Bits || !sameGroups || g.Sym != s.Sym {
 			return nil, fmt.Errorf("%s: %s came back as %d-bit group %d sym %v, want %s", pol.calibrate, name, g.Bits, g.GroupSize, g.Sym, s)
 		}
 		for col, gi := range g.GIdx {
