@@ -36,7 +36,7 @@ func llamaKVs(c *hf.Config, name string) []gguf.KV {
 		kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaRopeScalingType, Value: s.Type}, gguf.KV{Key: gguf.KeyQllamaRopeFactor, Value: s.Factor})
 		switch s.Type {
 		case hf.RopeLinear:
-			kvs = append(kvs, gguf.KV{Key: gguf.KeyQllamaRopeScalingType, Value: "linear"}, gguf.KV{Key: gguf.KeyRopeScalingFactor, Value: float32(s.Factor)})
+			kvs = append(kvs, gguf.KV{Key: gguf.KeyRopeScalingType, Value: "linear"}, gguf.KV{Key: gguf.KeyRopeScalingFactor, Value: float32(s.Factor)})
 		case hf.RopeLlama3:
 			kvs = append(kvs,
 				gguf.KV{Key: gguf.KeyQllamaRopeLowFreq, Value: s.LowFreqFactor},
