@@ -27,6 +27,9 @@ type calibration struct {
 	norms   map[string][]float32
 	info    calib.Info
 	awq     *awq.Result // nil for GPTQ
+	// importance is the mean x² per input column of every linear, for
+	// mixed-precision choices (Options.Importance writes it).
+	importance calib.Importance
 }
 
 // effective returns a linear's quantized weight in the original basis (AWQ
@@ -71,25 +74,38 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 	c := &calibration{info: set.Info}
 	switch pol.calibrate {
 	case MethodGPTQ:
-		c.weights, _, err = gptq.QuantizeModel(ctx, m, set, gptq.ModelOptions{
+		var rep *gptq.Report
+		c.weights, rep, err = gptq.QuantizeModel(ctx, m, set, gptq.ModelOptions{
 			Options:  gptq.Options{Bits: s.Bits, GroupSize: s.Group, Sym: s.Sym, ActOrder: opt.ActOrder, StaticGroups: true, Threads: opt.Threads},
 			Progress: tick,
 		})
+		if rep != nil {
+			c.importance = rep.Importance
+		}
 	case MethodAWQ:
 		group := s.Group
 		if group == 0 {
 			group = -1 // per channel
 		}
 		var res *awq.Result
-		res, _, err = awq.QuantizeModel(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
+		var rep *awq.Report
+		res, rep, err = awq.QuantizeModel(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
 		if res != nil {
 			c.weights, c.norms, c.awq = res.Weights, res.Norms, res
+		}
+		if rep != nil {
+			c.importance = rep.Importance
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", pol.calibrate, err)
 	}
 	bar.Finish()
+	if opt.Importance != "" {
+		if err := c.importance.WriteJSON(opt.Importance, c.info); err != nil {
+			return nil, err
+		}
+	}
 	// The stored layout has no g_idx: groups must be contiguous columns.
 	for name, g := range c.weights {
 		sameGroups := g.GroupSize == s.Group || (g.GroupSize == 0 && s.Group >= g.Cols) // a group as wide as the row is per channel

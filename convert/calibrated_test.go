@@ -2,6 +2,7 @@ package convert_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,7 +59,16 @@ func TestCalibratedMethods(t *testing.T) {
 	}
 	rtn, _ := errOf(convert.Options{Method: "rtn", Bits: 4, Group: 32})
 	for _, method := range []string{"gptq", "awq"} {
-		got, c := errOf(convert.Options{Method: method, Bits: 4, Group: 32, Calib: calibPath, CalibSamples: 16, CalibLen: 128})
+		impPath := filepath.Join(t.TempDir(), "importance.json")
+		got, c := errOf(convert.Options{Method: method, Bits: 4, Group: 32, Calib: calibPath, CalibSamples: 16, CalibLen: 128, Importance: impPath})
+		var imp struct {
+			Importance map[string][]float64 `json:"importance"`
+		}
+		if b, err := os.ReadFile(impPath); err != nil || json.Unmarshal(b, &imp) != nil || len(imp.Importance) != 7*5 {
+			t.Errorf("%s: importance file: %v, %d linears", method, err, len(imp.Importance))
+		} else if v := imp.Importance["model.layers.0.mlp.down_proj.weight"]; len(v) != 172 {
+			t.Errorf("%s: down_proj importance has %d columns, want 172", method, len(v))
+		}
 		t.Logf("%s 4-bit g32: held-out logit error %.4f, rtn %.4f", method, got, rtn)
 		if got >= rtn {
 			t.Errorf("%s: held-out logit error %.4f is not below rtn's %.4f", method, got, rtn)

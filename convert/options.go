@@ -69,6 +69,10 @@ type Options struct {
 	// for AWQ); CalibSeed seeds the window offsets.
 	CalibSamples, CalibLen int
 	CalibSeed              uint64
+	// Importance, when set, is where gptq/awq write the per-column
+	// importance (mean of x² over the calibration tokens) of every linear
+	// layer as JSON, for mixed-precision choices.
+	Importance string
 	// ActOrder quantizes GPTQ columns in decreasing Hessian-diagonal order
 	// (with static groups, so the stored layout stays plain).
 	ActOrder bool
