@@ -18,6 +18,7 @@ func modelFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "model: a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a GGUF file from qconvert"},
 		&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
+		deviceFlag(),
 	}
 }
 
@@ -73,6 +74,9 @@ func openTokenizer(path string) (*tokenizer.Tokenizer, error) {
 
 // openModel opens the --model path.
 func openModel(c *cli.Context) (*loaded, error) {
+	if _, err := pickDevice(c.String("device")); err != nil {
+		return nil, err
+	}
 	path := c.String("model")
 	st, err := os.Stat(path)
 	if err != nil {

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"qllama/infer"
+)
+
+// generator runs batched generation: the CPU Runner, or a model uploaded to
+// the GPU (infer/cuda, builds with the cuda tag).
+type generator interface {
+	Generate(ctx context.Context, reqs []infer.Request, opt infer.GenerateOptions, done func(infer.Completion)) error
+}
+
+// deviceFlag is --device, taken by every model-running command.
+func deviceFlag() cli.Flag {
+	return &cli.StringFlag{Name: "device", Usage: "cpu or cuda (default: cuda when this build has CUDA and a GPU is present, else cpu)"}
+}
+
+// pickDevice resolves a --device value: "" means cuda where available.
+func pickDevice(name string) (string, error) {
+	switch name {
+	case "":
+		if cudaAvailable() {
+			return "cuda", nil
+		}
+		return "cpu", nil
+	case "cpu":
+		return "cpu", nil
+	case "cuda":
+		if !cudaBuilt {
+			return "", fmt.Errorf("--device cuda: this qinfer was built without CUDA support; build it with `make build-cuda` (go build -tags cuda, needs cuda.h and the NVIDIA driver's libcuda)")
+		}
+		if !cudaAvailable() {
+			return "", fmt.Errorf("--device cuda: no CUDA device found")
+		}
+		return "cuda", nil
+	}
+	return "", fmt.Errorf("--device %q: want cpu or cuda", name)
+}
+
+// newGenerator returns the generator for l on the device --device names and
+// a function releasing what it holds.
+func newGenerator(c *cli.Context, l *loaded) (generator, func(), error) {
+	dev, err := pickDevice(c.String("device"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if dev == "cuda" {
+		return openCUDA(l.model)
+	}
+	return infer.NewRunner(l.model), func() {}, nil
+}
