@@ -101,6 +101,7 @@ func TestParseRegistryErrors(t *testing.T) {
 		{"zero batch", "version = 1\n" + exp + "bench = { batches = [0] }\n", "positive"},
 		{"bits", "version = 1\n" + exp + "bits = 99\n", "bits 99"},
 		{"group", "version = 1\n" + exp + "group = -5\n", "group -5"},
+		{"nan param", "version = 1\n" + exp + "params = { damp = nan }\n", "NaN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,4 +167,21 @@ func TestShard(t *testing.T) {
 			t.Errorf("ParseShard(%q): no error", in)
 		}
 	}
+}
+
+func FuzzParseRegistry(f *testing.F) {
+	f.Add([]byte(sample))
+	f.Add([]byte("version = 1\n[[experiment]]\nname = \"a\"\nmethod = \"f16\"\nparams = { x = nan }\n"))
+	f.Add([]byte("version = 1\nquick = [1]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseRegistry(data)
+		if err != nil {
+			return
+		}
+		for _, e := range r.Experiments {
+			if e.Fingerprint() == "" || !nameRE.MatchString(e.Name) {
+				t.Fatalf("bad experiment accepted: %+v", e)
+			}
+		}
+	})
 }

@@ -42,6 +42,8 @@ func sweepCommand() *cli.Command {
 			&cli.StringFlag{Name: "gpus", Usage: "one worker per listed GPU, e.g. 0,1 (default: one CPU worker)"},
 			&cli.StringFlag{Name: "shard", Usage: "K/N: run only part K (0-based) of N of the selected experiments"},
 			&cli.StringSliceFlag{Name: "calib", Usage: "calibration text for gptq/awq: NAME=FILE for the dataset NAME of experiments.toml, or FILE for every dataset (repeatable)"},
+			&cli.IntFlag{Name: "calib-samples", Usage: "calibration windows of gptq/awq experiments (overrides experiments.toml; small values for CPU smoke runs)"},
+			&cli.IntFlag{Name: "calib-len", Usage: "calibration window length in tokens (overrides experiments.toml)"},
 			&cli.BoolFlag{Name: "retry-failed", Usage: "redo experiments recorded as failed"},
 			&cli.BoolFlag{Name: "keep-models", Usage: "keep each converted model file (DIR/NAME/model.gguf) after its experiment"},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
@@ -136,6 +138,20 @@ func runSweep(c *cli.Context) error {
 	} else if lim > 0 {
 		for i := range exps {
 			exps[i].Eval.Limit = lim
+		}
+	}
+	cs, cl := c.Int("calib-samples"), c.Int("calib-len")
+	if cs < 0 || cl < 0 {
+		return fmt.Errorf("--calib-samples and --calib-len must not be negative")
+	}
+	for i := range exps {
+		if cal := &exps[i].Calibration; cal.Dataset != "" {
+			if cs > 0 {
+				cal.Samples = cs
+			}
+			if cl > 0 {
+				cal.SeqLen = cl
+			}
 		}
 	}
 	var bo bench.Options
