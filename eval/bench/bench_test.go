@@ -269,3 +269,36 @@ func TestOpenNVMLWithoutGPU(t *testing.T) {
 		t.Errorf("Describe = %+v, %v", g, err)
 	}
 }
+
+// TestNVMLMeter measures a GPU's energy for a moment where NVML is present
+// (on machines without a driver it only checks OpenNVML fails cleanly).
+func TestNVMLMeter(t *testing.T) {
+	n, err := OpenNVML(0)
+	if err != nil {
+		t.Logf("no NVML: %v", err)
+		return
+	}
+	defer n.Close()
+	g, err := n.Describe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device: %+v", *g)
+	m, err := n.Meter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	e, err := m.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.Joules / e.Seconds
+	t.Logf("idle: %.3f J over %.3f s = %.1f W", e.Joules, e.Seconds, w)
+	if e.Seconds < 0.25 || w <= 1 || w > 2000 {
+		t.Errorf("implausible energy %+v (%.1f W)", e, w)
+	}
+	if _, err := OpenNVML(1 << 20); err == nil {
+		t.Error("GPU 1048576 opened")
+	}
+}
