@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qllama/eval/bench"
+	"qllama/infer"
 )
 
 func benchCommand() *cli.Command {
@@ -22,7 +23,7 @@ func benchCommand() *cli.Command {
 		Flags: append(modelFlags(), append(benchFlags(""),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write the JSON here (default: print it)"},
 			&cli.StringFlag{Name: "nvml", Value: "auto", Usage: "record the GPU with NVML: auto (when a driver is present), on (fail without one) or off"},
-			&cli.IntFlag{Name: "gpu", Usage: "GPU index NVML describes"},
+			&cli.IntFlag{Name: "gpu", Usage: "GPU index (the CUDA backend's, and the one NVML describes)"},
 		)...),
 		Action: runBench,
 	}
@@ -104,6 +105,40 @@ func (d describeOnly) Meter() (bench.Meter, error) {
 	return nil, fmt.Errorf("energy is measured only for GPU backends")
 }
 
+// backend is a model placed on the CPU or a GPU.
+type backend struct {
+	name   string
+	target bench.Target
+	gen    generator
+	energy bool // the model runs on the GPU NVML meters
+	close  func()
+}
+
+// openBackend places l's model on the device --device names (see
+// pickDevice): the CPU runtime, or GPU gpu.
+func openBackend(device string, gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
+	dev, err := pickDevice(device)
+	if err != nil {
+		return nil, err
+	}
+	if dev == "cuda" {
+		return cudaBackend(gpu, l, info)
+	}
+	return &backend{name: "cpu", target: bench.NewInferTarget(l.model, info), gen: infer.NewRunner(l.model), close: func() {}}, nil
+}
+
+// probe returns the device probe for a benchmark on b: NVML with energy for
+// a GPU backend, description only for the CPU.
+func probe(nv *bench.NVML, b *backend) bench.DeviceProbe {
+	switch {
+	case nv == nil:
+		return nil
+	case b.energy:
+		return nv
+	}
+	return describeOnly{nv}
+}
+
 // openProbe opens NVML per --nvml: nil (and no error) when off, or when auto
 // finds no driver.
 func openProbe(mode string, gpu int) (*bench.NVML, error) {
@@ -134,7 +169,6 @@ func runBench(c *cli.Context) error {
 	}
 	if nv != nil {
 		defer nv.Close()
-		opt.Device = describeOnly{nv}
 	}
 	l, err := openModel(c)
 	if err != nil {
@@ -143,7 +177,13 @@ func runBench(c *cli.Context) error {
 	defer l.Close()
 	info := describe(l)
 	opt.Log = func(format string, args ...any) { fmt.Fprintf(c.App.ErrWriter, "bench: "+format+"\n", args...) }
-	t := bench.NewInferTarget(l.model, bench.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Params: info.Params, WeightBytes: info.WeightBytes})
+	b, err := openBackend(c.String("device"), c.Int("gpu"), l, bench.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Params: info.Params, WeightBytes: info.WeightBytes})
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	opt.Device = probe(nv, b)
+	t := b.target
 	res, err := bench.Run(c.Context, t, opt)
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", l.path, err)

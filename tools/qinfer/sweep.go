@@ -17,6 +17,7 @@ import (
 	"qllama/eval/ppl"
 	"qllama/eval/sweep"
 	"qllama/infer"
+	"qllama/infer/tokenizer"
 )
 
 func sweepCommand() *cli.Command {
@@ -47,6 +48,7 @@ func sweepCommand() *cli.Command {
 			&cli.BoolFlag{Name: "retry-failed", Usage: "redo experiments recorded as failed"},
 			&cli.BoolFlag{Name: "keep-models", Usage: "keep each converted model file (DIR/NAME/model.gguf) after its experiment"},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
+			deviceFlag(),
 			&cli.StringFlag{Name: "nvml", Value: "auto", Usage: "record each worker's GPU with NVML: auto, on or off"},
 			&cli.BoolFlag{Name: "no-bench", Usage: "skip the benchmark step"},
 		}, benchFlags("bench-")...),
@@ -133,6 +135,13 @@ func runSweep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	dev, err := pickDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if dev == "cuda" && len(gpus) == 0 {
+		gpus = []int{0}
+	}
 	if lim := c.Int("limit"); lim < 0 {
 		return fmt.Errorf("--limit %d: must not be negative", lim)
 	} else if lim > 0 {
@@ -176,7 +185,7 @@ func runSweep(c *cli.Context) error {
 			b.Repeats = bo.Repeats
 		}
 	}
-	st, err := newStudy(c, exps)
+	st, err := newStudy(c, exps, dev)
 	if err != nil {
 		return err
 	}
@@ -204,15 +213,16 @@ type study struct {
 	calib    map[string]string // dataset name -> file; "" -> file for any
 	threads  int
 	nvml     string
+	device   string // cpu or cuda: where CoQA and the benchmark run (perplexity runs on the CPU)
 
 	refOnce sync.Once
 	ref     *loaded
 	refErr  error
 }
 
-func newStudy(c *cli.Context, exps []sweep.Experiment) (*study, error) {
+func newStudy(c *cli.Context, exps []sweep.Experiment, device string) (*study, error) {
 	st := &study{c: c, modelDir: c.String("model-dir"), coqaPath: c.String("coqa"), pplText: c.String("ppl-text"),
-		calib: map[string]string{}, threads: c.Int("threads"), nvml: c.String("nvml")}
+		calib: map[string]string{}, threads: c.Int("threads"), nvml: c.String("nvml"), device: device}
 	if fi, err := os.Stat(st.modelDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("--model-dir %s: not a directory (%v)", st.modelDir, err)
 	}
@@ -365,7 +375,12 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 	defer l.Close()
 	e := j.Experiment.Eval
 	info := describe(l)
-	mi := &coqa.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Backend: "cpu"}
+	b, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	mi := &coqa.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Backend: b.name}
 	if info.Params > 0 {
 		mi.BPW = 8 * float64(info.WeightBytes) / float64(info.Params)
 	}
@@ -373,7 +388,7 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 	if opt.Protocol == "" {
 		opt.Protocol = coqa.ProtocolLMEval
 	}
-	gen := &coqaGenerator{r: infer.NewRunner(l.model), tok: l.tok, batch: max(1, e.Batch)}
+	gen := &sweepGenerator{g: b.gen, tok: l.tok, batch: max(1, e.Batch)}
 	res, err := coqa.Run(ctx, st.ds, newCoQATokenizer(l.tok), gen, opt)
 	if err != nil {
 		return nil, err
@@ -426,17 +441,38 @@ func (st *study) bench(ctx context.Context, j sweep.Job) (*bench.Result, error) 
 	defer l.Close()
 	b := j.Experiment.Bench
 	opt := bench.Options{Prompts: b.Prompts, Batches: b.Batches, Context: b.Context, DecodeTokens: b.DecodeTokens, Repeats: b.Repeats}
+	info := describe(l)
+	be, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Params: info.Params, WeightBytes: info.WeightBytes})
+	if err != nil {
+		return nil, err
+	}
+	defer be.close()
 	if j.GPU >= 0 {
 		if nv, _ := openProbe(st.nvml, j.GPU); nv != nil {
 			defer nv.Close()
-			opt.Device = describeOnly{nv}
+			opt.Device = probe(nv, be)
 		}
 	}
-	if opt.Context == 0 {
-		opt.Context = bench.DefaultContext
-	}
 	// Prompts beyond the context are skipped by bench.Run with a warning.
-	info := describe(l)
-	t := bench.NewInferTarget(l.model, bench.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Params: info.Params, WeightBytes: info.WeightBytes})
-	return bench.Run(ctx, t, opt)
+	return bench.Run(ctx, be.target, opt)
+}
+
+// sweepGenerator adapts a backend's batched greedy generation to
+// coqa.Generator.
+type sweepGenerator struct {
+	g     generator
+	tok   *tokenizer.Tokenizer
+	batch int
+}
+
+func (g *sweepGenerator) MaxBatch() int { return g.batch }
+
+func (g *sweepGenerator) Generate(ctx context.Context, reqs []coqa.Request, done func(coqa.Completion)) error {
+	in := make([]infer.Request, len(reqs))
+	for i, q := range reqs {
+		in[i] = infer.Request{Key: q.Key, Prompt: q.Prompt, MaxNewTokens: q.MaxNewTokens, Stop: q.Stop, Group: q.Group}
+	}
+	return g.g.Generate(ctx, in, infer.GenerateOptions{MaxBatch: g.batch, Decoder: g.tok}, func(c infer.Completion) {
+		done(coqa.Completion{Key: c.Key, Text: c.Text, Tokens: len(c.Tokens), PromptTokens: c.PromptTokens, CachedPromptTokens: c.CachedPromptTokens})
+	})
 }
