@@ -19,7 +19,7 @@ var Modules = []string{"attention", "matvec", "norm", "rope"}
 // Image is one module's code in the forms a driver can load.
 type Image struct {
 	Name   string
-	Fatbin []byte // sm_90 and sm_80 SASS plus compute_90 PTX
+	Fatbin []byte // sm_90 SASS plus compute_90 PTX
 	PTX80  []byte // compute_80 PTX, JIT-compiled where the fatbin does not load
 }
 

@@ -14,28 +14,35 @@
 
 // With DUAL, a second weight U of the same format and shape is applied too and
 // the result is silu(W x) * (U x): SwiGLU's gate and up in one pass.
+// With normw set, x is first RMS-normalised with weights normw (RMSNorm
+// fused: W (g*x*inv) = inv * W (g*x), the sum of squares gathered in the same
+// pass over x).
 template <int FMT, int NT, bool DUAL>
 __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, const float* __restrict__ x,
                                             float* __restrict__ dst, long long n, long long rows, long long cols,
-                                            long long mode) {
+                                            long long mode, const float* __restrict__ normw, double eps) {
     const int lane = threadIdx.x & 31;
     const long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (r >= rows) return;
     const long long t0 = (long long)blockIdx.y * NT;
     const int nt = (int)min((long long)NT, n - t0);
-    float acc[NT], acc2[DUAL ? NT : 1];
+    float acc[NT], acc2[DUAL ? NT : 1], ss[NT];
+    const bool norm = normw != nullptr;
 #pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    for (int t = 0; t < NT; t++) acc[t] = ss[t] = 0.f;
 #pragma unroll
     for (int t = 0; t < (DUAL ? NT : 1); t++) acc2[t] = 0.f;
     if (cols & 7) {  // slow path: rows not a multiple of 8 long (tiny models)
         for (long long j = lane; j < cols; j += 32) {
             const float w = decode1<FMT>(W, r, cols, j);
             const float u = DUAL ? decode1<FMT>(U_, r, cols, j) : 0.f;
+            const float gj = norm ? normw[j] : 1.f;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
-                    const float a = x[(t0 + t) * cols + j];
+                    const float xa = x[(t0 + t) * cols + j];
+                    const float a = xa * gj;
+                    ss[t] += xa * xa;
                     acc[t] += w * a;
                     if (DUAL) acc2[DUAL ? t : 0] += u * a;
                 }
@@ -60,11 +67,21 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
         for (int k = 0; k < U; k++) {
             const long long c = c0 + 32 * k;
             if (c >= chunks) break;
+            float4 ga = make_float4(1.f, 1.f, 1.f, 1.f), gb = ga;
+            if (norm) {
+                ga = __ldg(reinterpret_cast<const float4*>(normw) + 2 * c);
+                gb = __ldg(reinterpret_cast<const float4*>(normw) + 2 * c + 1);
+            }
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * cols) + 2 * c;
                     float4 a = __ldg(xp), b = __ldg(xp + 1);
+                    if (norm) {
+                        ss[t] += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+                        a.x *= ga.x; a.y *= ga.y; a.z *= ga.z; a.w *= ga.w;
+                        b.x *= gb.x; b.y *= gb.y; b.z *= gb.z; b.w *= gb.w;
+                    }
                     const float* wk = w[k];
                     acc[t] += wk[0] * a.x + wk[1] * a.y + wk[2] * a.z + wk[3] * a.w + wk[4] * b.x + wk[5] * b.y + wk[6] * b.z + wk[7] * b.w;
                     if (DUAL) {
@@ -79,8 +96,11 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
     for (int t = 0; t < NT; t++) {
         if (t < nt) {
             float v = warp_sum(acc[t]);
+            float inv = 1.f;
+            if (norm) inv = (float)(1.0 / sqrt((double)(warp_sum(ss[t]) / (float)cols + (float)eps)));
+            v *= inv;
             if (DUAL) {
-                float g = v, up = warp_sum(acc2[DUAL ? t : 0]);
+                float g = v, up = warp_sum(acc2[DUAL ? t : 0]) * inv;
                 v = g / (1.f + expf(-g)) * up;
             }
             if (lane == 0) {
@@ -95,16 +115,17 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
 #define MATVEC(NAME, FMT, NT)                                                                               \
     extern "C" __global__ void __launch_bounds__(128) matvec_##NAME##_##NT(                                \
         WPARAMS(w), const float* __restrict__ x, float* __restrict__ dst, long long n, long long rows,       \
-        long long cols, long long mode) {                                                                   \
+        long long cols, long long mode, const float* normw, double eps) {                                   \
         Weight W = WMAKE(w);                                                                                \
-        matvec_impl<FMT, NT, false>(W, W, x, dst, n, rows, cols, mode);                                      \
+        matvec_impl<FMT, NT, false>(W, W, x, dst, n, rows, cols, mode, normw, eps);                          \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(128) swiglu_##NAME##_##NT(                                \
         WPARAMS(w), const uint8_t* udata, const float* uscale, const uint8_t* uzero, const int* ugidx,       \
-        const float* __restrict__ x, float* __restrict__ dst, long long n, long long rows, long long cols) { \
+        const float* __restrict__ x, float* __restrict__ dst, long long n, long long rows, long long cols,   \
+        const float* normw, double eps) {                                                                   \
         Weight W = WMAKE(w);                                                                                \
         Weight U = Weight{udata, uscale, uzero, ugidx, wlut, wp0, wp1, wp2};                                \
-        matvec_impl<FMT, NT, true>(W, U, x, dst, n, rows, cols, MV_STORE);                                   \
+        matvec_impl<FMT, NT, true>(W, U, x, dst, n, rows, cols, MV_STORE, normw, eps);                       \
     }
 
 #define MATVEC_ALL(NAME, FMT) MATVEC(NAME, FMT, 1) MATVEC(NAME, FMT, 8) MATVEC(NAME, FMT, 32)

@@ -4,8 +4,9 @@
 # "CUDA backend"):
 #   gpubin/cuda.test   go test -c -tags cuda ./infer/cuda
 #   gpubin/qconvert    go build ./tools/qconvert
-# and the two small shared models are carried in gpudata/models (both folders
-# are ignored, named in the device call's carry). It links them where
+# and the two small shared models are carried as gpudata/models.tar.xz
+# (tar -C gpudata -cJf gpudata/models.tar.xz models; all three paths are
+# ignored and named in the device call's carry). It unpacks them where
 # testutil looks (../shared/testdata/models), makes a random full-size
 # Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmark,
 # and prints the benchmark table last. Logs go to $OUT (or /tmp).
@@ -17,7 +18,11 @@ run=${1:-.}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 if [ ! -e ../shared/testdata/models ]; then
 	mkdir -p ../shared/testdata
-	ln -sfn "$PWD/gpudata/models" ../shared/testdata/models
+	if [ -f gpudata/models.tar.xz ]; then
+		tar -C ../shared/testdata -xJf gpudata/models.tar.xz
+	else
+		ln -sfn "$PWD/gpudata/models" ../shared/testdata/models
+	fi
 fi
 model=/tmp/qllama-random-1b
 if [ ! -f "$model/config.json" ]; then
@@ -28,6 +33,14 @@ status=0
 ../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 420s -model1b "$model" 2>&1 \
 	| tee "$out/gpu-tests.log" | grep -E '^(--- |ok|FAIL|PASS|device:)|worst|Error|error' || true
 grep -q '^FAIL' "$out/gpu-tests.log" && status=1
+if command -v ncu >/dev/null; then
+	# Per-kernel GPU time of 4 batch-1 F16 decode steps (the prefill's
+	# launches are skipped: 1 embed + 16*9 per layer + norm + head + argmax = 148).
+	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 148 \
+		--print-summary per-kernel ../../gpubin/cuda.test -test.run '^TestProfile$' -profile -model1b "$model" \
+		> "$out/ncu.txt" 2>&1 || echo "ncu failed (see $out/ncu.txt)"
+	awk '/Invocations/ {name=$1; grid=$2; inv=$NF} /gpu__time_duration.sum/ {printf "ncu %-14s grid %-14s calls %4s  mean %8s us\n", name, grid, inv, $NF}' "$out/ncu.txt"
+fi
 ../../gpubin/cuda.test -test.run '^TestPerf$' -test.timeout 420s -perf -model1b "$model" 2>&1 | tee "$out/gpu-perf.log" \
 	| sed -n '/^PERF/,$p'
 grep -q '^FAIL' "$out/gpu-perf.log" && status=1

@@ -59,7 +59,7 @@ func fetch(t *testing.T, p cu.DevicePtr, n int) []float32 {
 // of 8 (the slow path).
 func TestMatvec(t *testing.T) {
 	defer dev.bind()()
-	g := &Model{d: dev}
+	g := &Model{d: dev, Config: infer.Config{NormEps: 1e-5}}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, shape := range [][2]int{{100, 256}, {24, 172}} {
 		rows, cols := shape[0], shape[1]
@@ -89,7 +89,7 @@ func TestMatvec(t *testing.T) {
 					dx := devF32(t, x)
 					// store
 					dy := poisoned(t, n*rows)
-					if err := g.matvec(dw, dx, dy, int64(n), false); err != nil {
+					if err := g.matvec(dw, dx, dy, int64(n), false, 0); err != nil {
 						t.Fatal(err)
 					}
 					if e := relErr(fetch(t, dy, n*rows), want); e > 1e-5 {
@@ -98,7 +98,7 @@ func TestMatvec(t *testing.T) {
 					// add
 					base := randVec(rng, n*rows, 1)
 					dy = devF32(t, base)
-					if err := g.matvec(dw, dx, dy, int64(n), true); err != nil {
+					if err := g.matvec(dw, dx, dy, int64(n), true, 0); err != nil {
 						t.Fatal(err)
 					}
 					sum := make([]float32, len(base))
@@ -115,16 +115,55 @@ func TestMatvec(t *testing.T) {
 						sum[i] = float32(float64(gv) / (1 + math.Exp(-float64(gv))) * float64(up[i]))
 					}
 					dy = poisoned(t, n*rows)
-					if err := g.swiglu(dw, du, dx, dy, int64(n)); err != nil {
+					if err := g.swiglu(dw, du, dx, dy, int64(n), 0); err != nil {
 						t.Fatal(err)
 					}
 					if e := relErr(fetch(t, dy, n*rows), sum); e > 1e-5 {
 						t.Errorf("n=%d swiglu: relative error %.3g", n, e)
 					}
+					// fused RMSNorm: W rmsnorm(x, gw), and the SwiGLU pair on it
+					gw := randVec(rng, cols, 1)
+					xn := rmsNormRef(x, gw, n, cols, float64(g.NormEps))
+					W.MatMul(want, xn, n)
+					U.MatMul(up, xn, n)
+					dg := devF32(t, gw)
+					dy = poisoned(t, n*rows)
+					if err := g.matvec(dw, dx, dy, int64(n), false, dg); err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(fetch(t, dy, n*rows), want); e > 1e-5 {
+						t.Errorf("n=%d rmsnorm+matvec: relative error %.3g", n, e)
+					}
+					for i, gv := range want {
+						sum[i] = float32(float64(gv) / (1 + math.Exp(-float64(gv))) * float64(up[i]))
+					}
+					dy = poisoned(t, n*rows)
+					if err := g.swiglu(dw, du, dx, dy, int64(n), dg); err != nil {
+						t.Fatal(err)
+					}
+					if e := relErr(fetch(t, dy, n*rows), sum); e > 1e-5 {
+						t.Errorf("n=%d rmsnorm+swiglu: relative error %.3g", n, e)
+					}
 				}
 			})
 		}
 	}
+}
+
+// rmsNormRef normalises n rows of x (float64 sums, as infer's rmsNorm).
+func rmsNormRef(x, w []float32, n, dim int, eps float64) []float32 {
+	out := make([]float32, len(x))
+	for r := 0; r < n; r++ {
+		var ss float64
+		for _, v := range x[r*dim : (r+1)*dim] {
+			ss += float64(v) * float64(v)
+		}
+		inv := float32(1 / math.Sqrt(float64(float32(ss/float64(dim)))+eps))
+		for i := 0; i < dim; i++ {
+			out[r*dim+i] = w[i] * (x[r*dim+i] * inv)
+		}
+	}
+	return out
 }
 
 // TestEmbed gathers rows of every format and compares them with the CPU

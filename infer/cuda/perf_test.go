@@ -210,3 +210,37 @@ func TestPerf(t *testing.T) {
 		fmt.Println(r)
 	}
 }
+
+var profile = flag.Bool("profile", false, "run TestProfile: a few F16 decode steps without graphs, for ncu")
+
+// TestProfile runs a 128-token prefill and 4 batch-1 decode steps of the
+// F16 model without CUDA graphs, for scripts/gpu-check.sh to time each kernel
+// under Nsight Compute.
+func TestProfile(t *testing.T) {
+	if !*profile || *model1B == "" {
+		t.Skip("needs -profile and -model1b")
+	}
+	m := requantize(t, loadHF(t, *model1B), "f16", "f16")
+	g, err := dev.Upload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.UseGraphs = false
+	c, err := g.NewCache(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	toks := make([]int, 128)
+	for i := range toks {
+		toks[i] = (i * 7919) % m.Vocab
+	}
+	ids, err := g.Greedy([]Step{{Cache: c, Tokens: toks}})
+	for s := 0; s < 4 && err == nil; s++ {
+		ids, err = g.Greedy([]Step{{Cache: c, Tokens: ids}})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}

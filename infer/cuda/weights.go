@@ -202,10 +202,7 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 			if e != nil {
 				return nil, fmt.Errorf("cuda: %s: %w", name, e)
 			}
-			lut, e := fourBitLUT(t.Type)
-			if e != nil {
-				return nil, fmt.Errorf("cuda: %s: %w", name, e)
-			}
+			lut := quant.Codebook(t.Type)
 			w.p0 = int64(t.BlockSize)
 			data := append(append([]byte(nil), t.Packed...), make([]byte, 8)...)
 			p, e := upload(d, data, what)
@@ -229,21 +226,4 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 		}
 	}
 	return w, nil
-}
-
-// fourBitLUT returns the 16 values of a bitsandbytes 4-bit codebook, read
-// back through quant's own decoder (a one-block tensor holding codes 0..15
-// with absmax 1).
-func fourBitLUT(k quant.FourBit) ([16]float32, error) {
-	var lut [16]float32
-	q := &quant.Bnb4{Type: k, Rows: 1, Cols: 64, BlockSize: 64, Packed: make([]byte, 32), Absmax: []float32{1}}
-	for c := 0; c < 16; c += 2 {
-		q.Packed[c/2] = byte(c<<4 | (c + 1))
-	}
-	v, err := q.Dequantize()
-	if err != nil {
-		return lut, err
-	}
-	copy(lut[:], v[:16])
-	return lut, nil
 }
