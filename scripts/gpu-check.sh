@@ -39,7 +39,7 @@ if command -v ncu >/dev/null; then
 	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 148 \
 		--print-summary per-kernel ../../gpubin/cuda.test -test.run '^TestProfile$' -profile -model1b "$model" \
 		> "$out/ncu.txt" 2>&1 || echo "ncu failed (see $out/ncu.txt)"
-	awk '/Invocations/ {name=$1; grid=$2; inv=$NF} /gpu__time_duration.sum/ {printf "ncu %-14s grid %-14s calls %4s  mean %8s us\n", name, grid, inv, $NF}' "$out/ncu.txt"
+	awk '/Invocations/ {name=$1; grid=$2$3$4; inv=$NF} /gpu__time_duration.sum/ {printf "ncu %-14s grid %-14s calls %4s  mean %8s us\n", name, grid, inv, $NF}' "$out/ncu.txt"
 fi
 ../../gpubin/cuda.test -test.run '^TestPerf$' -test.timeout 420s -perf -model1b "$model" 2>&1 | tee "$out/gpu-perf.log" \
 	| sed -n '/^PERF/,$p'
