@@ -41,16 +41,3 @@ func pickDevice(name string) (string, error) {
 	}
 	return "", fmt.Errorf("--device %q: want cpu or cuda", name)
 }
-
-// newGenerator returns the generator for l on the device --device names and
-// a function releasing what it holds.
-func newGenerator(c *cli.Context, l *loaded) (generator, func(), error) {
-	dev, err := pickDevice(c.String("device"))
-	if err != nil {
-		return nil, nil, err
-	}
-	if dev == "cuda" {
-		return openCUDA(l.model)
-	}
-	return infer.NewRunner(l.model), func() {}, nil
-}
