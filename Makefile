@@ -7,7 +7,7 @@ SHARED  := ../shared/testdata
 # go-nvml's cgo prints deprecation warnings on a fresh build; they are harmless.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test fuzz bench demo vet clean quality
+.PHONY: all build test fuzz bench demo vet clean quality kernels build-cuda gpucheck-bins
 
 all: build
 
@@ -46,6 +46,22 @@ demo: build
 	  --coqa $(DEMO)/coqa-synth.json --ppl-text $(DEMO)/stories.txt --bench-prompts 128,512 --bench-batches 1,8 --out $(DEMO)/results
 	$(BIN)/qreport --results $(DEMO)/results --out $(DEMO)/report
 	@echo "report: $(DEMO)/report/report.html"
+
+# CUDA backend (build tag cuda; needs cuda.h and the libcuda link stub from
+# Debian's nvidia-cuda-toolkit, see ../shared/docs/cuda-build.md).
+CUDA_LDFLAGS ?= -L/usr/lib/x86_64-linux-gnu/stubs
+# Regenerate kernels/*.ptx, *.fatbin and gen.sum (needs nvcc 11.8+).
+kernels:
+	NVCC=$${NVCC:-nvcc} kernels/gen.sh
+# The tools with the CUDA backend.
+build-cuda:
+	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -o $(BIN)/cuda/ ./tools/...
+# What scripts/gpu-check.sh expects on the GPU machine (carry gpubin and gpudata).
+gpucheck-bins: build-cuda
+	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) test -c -tags cuda -trimpath -ldflags '-s -w' -o gpubin/cuda.test ./infer/cuda
+	$(GO) build -trimpath -ldflags '-s -w' -o gpubin/ ./tools/qconvert
+	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -trimpath -ldflags '-s -w' -o gpubin/ ./tools/qinfer
+	mkdir -p gpudata && tar -C $(SHARED) -cJf gpudata/models.tar.xz models/stories260k models/random_llama32
 
 # docs/QUALITY.md: every packed format of stories260k against FP32 (needs jq).
 quality: build

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"qllama/convert"
+	"qllama/convert/quant"
 	"qllama/format/gguf"
 	"qllama/infer"
 	"qllama/internal/testutil"
@@ -202,5 +203,32 @@ func TestLoadGGUFZeroCopy(t *testing.T) {
 		if same := &p.Data[0] == &data[0]; same != tc.alias {
 			t.Errorf("%s: aliases the mapping %v, want %v", tc.name, same, tc.alias)
 		}
+	}
+}
+
+// TestLoadGGUFQuantExposed: every whole-tensor quantized weight loaded from a
+// file exposes its quant.Tensor, which backends that decode the formats
+// themselves (the CUDA backend) rely on.
+func TestLoadGGUFQuantExposed(t *testing.T) {
+	for _, method := range []string{"nf4", "int8", "rtn"} {
+		path := convertTo(t, "stories260k", method, convert.Options{})
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := infer.LoadGGUF(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range []infer.Linear{m.Layers[0].Q, m.Layers[0].K, m.Layers[1].Gate, m.Layers[4].O} {
+			q, ok := l.(interface{ Quant() quant.Tensor })
+			if !ok {
+				t.Fatalf("%s: linear %d (%T) does not expose its quantized tensor", method, i, l)
+			}
+			if r, c := q.Quant().Shape(); r != l.Rows() || c != l.Cols() {
+				t.Errorf("%s: linear %d: tensor [%d %d], linear [%d %d]", method, i, r, c, l.Rows(), l.Cols())
+			}
+		}
+		f.Close()
 	}
 }

@@ -85,3 +85,7 @@ func (l *TensorLinear) MatMul(dst, x []float32, n int) {
 		}
 	})
 }
+
+// Quant returns the quantized tensor, for backends that decode the format
+// themselves. Wrappers that embed a *TensorLinear expose it too.
+func (l *TensorLinear) Quant() quant.Tensor { return l.T }

@@ -10,7 +10,11 @@
 # testutil looks (../shared/testdata/models), makes a random full-size
 # Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmark,
 # and prints the benchmark table last. Logs go to $OUT (or /tmp).
+# Last, the quick study (issue 7) runs on the GPU with gpubin/qinfer (built
+# with -tags cuda): qinfer sweep --quick over the random 1B with a synthetic
+# CoQA file; its results come back as $OUT/study-results.tar.gz for qreport.
 # Usage: scripts/gpu-check.sh [test-regexp]   (default: all tests)
+#        PARTS="tests perf study" selects parts (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
@@ -28,11 +32,13 @@ model=/tmp/qllama-random-1b
 if [ ! -f "$model/config.json" ]; then
 	gpubin/qconvert random --shape llama-3.2-1b --seed 1 --out "$model" | tail -1
 fi
-cd infer/cuda
+parts=${PARTS:-tests perf study}
 status=0
+if [[ $parts == *tests* ]]; then
+(cd infer/cuda
 ../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 420s -model1b "$model" 2>&1 \
 	| tee "$out/gpu-tests.log" | grep -E '^(--- |ok|FAIL|PASS|device:)|worst|Error|error' || true
-grep -q '^FAIL' "$out/gpu-tests.log" && status=1
+grep -q '^FAIL' "$out/gpu-tests.log" && exit 1
 if command -v ncu >/dev/null; then
 	# Per-kernel GPU time of 4 batch-1 F16 decode steps (the prefill's
 	# launches are skipped: 1 embed + 16*9 per layer + norm + head + argmax = 148).
@@ -41,6 +47,22 @@ if command -v ncu >/dev/null; then
 		> "$out/ncu.txt" 2>&1 || echo "ncu failed (see $out/ncu.txt)"
 	awk '/Invocations/ {name=$1; grid=$2$3$4; inv=$NF} /gpu__time_duration.sum/ {printf "ncu %-14s grid %-14s calls %4s  mean %8s us\n", name, grid, inv, $NF}' "$out/ncu.txt"
 fi
+) || status=1
+fi
+if [[ $parts == *study* ]]; then
+	# The quick sweep on the GPU: convert, CoQA (synthetic, 4 stories), benchmark.
+	study=/tmp/qllama-study
+	rm -rf "$study" && mkdir -p "$study"
+	gpubin/qinfer coqa-synth --stories 4 --seed 1 --out "$study/coqa.json"
+	gpubin/qinfer sweep --experiments experiments.toml --quick --limit 4 --model-dir "$model" --coqa "$study/coqa.json" \
+		--device cuda --gpus 0 --bench-prompts 128,512,2048 --bench-batches 1,8,32,64 --out "$study/results" 2>&1 \
+		| tee "$out/study.log" | grep -E 'done in|failed|sweep:' || status=1
+	tar -C "$study" -czf "$out/study-results.tar.gz" results
+fi
+if [[ $parts != *perf* ]]; then
+	exit $status
+fi
+cd infer/cuda
 ../../gpubin/cuda.test -test.run '^TestPerf$' -test.timeout 420s -perf -model1b "$model" 2>&1 | tee "$out/gpu-perf.log" \
 	| sed -n '/^PERF/,$p'
 grep -q '^FAIL' "$out/gpu-perf.log" && status=1

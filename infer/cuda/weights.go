@@ -64,6 +64,7 @@ func (e *UnsupportedError) Error() string {
 // describe names the storage format of an infer weight (for errors and
 // reports), whether or not the GPU supports it.
 func describe(x any) string {
+	x = unwrapQuant(x)
 	switch v := x.(type) {
 	case *infer.Dense:
 		return "f32"
@@ -122,6 +123,7 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 		return p
 	}
 	what := name + " (" + w.desc + ")"
+	x = unwrapQuant(x)
 	switch v := x.(type) {
 	case *infer.Dense:
 		w.format, w.rows, w.cols = fmtF32, v.R, v.C
@@ -226,4 +228,14 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 		}
 	}
 	return w, nil
+}
+
+// unwrapQuant turns any weight that carries a whole-tensor quantized matrix
+// (an *infer.TensorLinear, or a loader's wrapper embedding one, as weights
+// loaded from GGUF files are) into a plain *infer.TensorLinear.
+func unwrapQuant(x any) any {
+	if q, ok := x.(interface{ Quant() quant.Tensor }); ok {
+		return &infer.TensorLinear{T: q.Quant()}
+	}
+	return x
 }
