@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"qllama/eval/bench"
 	"qllama/eval/coqa"
 	"qllama/infer"
 	"qllama/infer/tokenizer"
@@ -105,7 +106,12 @@ func runCoQA(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	mi := &coqa.ModelInfo{Path: l.path, SHA256: sum, Format: info.Format, Backend: "cpu"}
+	be, err := openBackend(c.String("device"), 0, l, bench.ModelInfo{})
+	if err != nil {
+		return err
+	}
+	defer be.close()
+	mi := &coqa.ModelInfo{Path: l.path, SHA256: sum, Format: info.Format, Backend: be.name}
 	if info.Params > 0 {
 		mi.BPW = 8 * float64(info.WeightBytes) / float64(info.Params)
 	}
@@ -113,7 +119,7 @@ func runCoQA(c *cli.Context) error {
 		Protocol: c.String("protocol"), Limit: c.Int("limit"), MaxGenTokens: c.Int("max-gen-tokens"),
 		MaxPositionEmbeddings: l.model.MaxSeq, Progress: c.App.ErrWriter, Model: mi, DatasetPath: data,
 	}
-	gen := &coqaGenerator{r: infer.NewRunner(l.model), tok: l.tok, batch: max(1, c.Int("batch"))}
+	gen := &coqaGenerator{g: be.gen, tok: l.tok, batch: max(1, c.Int("batch"))}
 	tok := newCoQATokenizer(l.tok)
 	if c.Bool("sanity") {
 		_, err := coqa.Sanity(c.Context, ds, tok, gen, opt, c.App.Writer)
@@ -155,10 +161,11 @@ func (t coqaTokenizer) EOSString() string {
 	return ""
 }
 
-// coqaGenerator adapts the runtime's batched greedy generation to
-// coqa.Generator; requests of one story share their prompt's keys and values.
+// coqaGenerator adapts a backend's batched greedy generation to
+// coqa.Generator; requests of one story share a group, so a backend that
+// reuses prompt prefixes (the CPU runner) reuses the story's keys and values.
 type coqaGenerator struct {
-	r     *infer.Runner
+	g     generator
 	tok   *tokenizer.Tokenizer
 	batch int
 }
@@ -170,7 +177,7 @@ func (g *coqaGenerator) Generate(ctx context.Context, reqs []coqa.Request, done 
 	for i, q := range reqs {
 		in[i] = infer.Request{Key: q.Key, Prompt: q.Prompt, MaxNewTokens: q.MaxNewTokens, Stop: q.Stop, Group: q.Group}
 	}
-	return g.r.Generate(ctx, in, infer.GenerateOptions{MaxBatch: g.batch, Decoder: g.tok}, func(c infer.Completion) {
+	return g.g.Generate(ctx, in, infer.GenerateOptions{MaxBatch: g.batch, Decoder: g.tok}, func(c infer.Completion) {
 		done(coqa.Completion{Key: c.Key, Text: c.Text, Tokens: len(c.Tokens), PromptTokens: c.PromptTokens, CachedPromptTokens: c.CachedPromptTokens})
 	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"qllama/eval/bench"
 	"qllama/infer"
 )
 
@@ -69,8 +70,13 @@ func runGenerate(c *cli.Context) error {
 	if !asJSON && len(req.Stop) == 0 {
 		opt.OnToken = func(_ string, id int) { fmt.Fprint(w, stream.add(id)) }
 	}
+	be, err := openBackend(c.String("device"), 0, l, bench.ModelInfo{})
+	if err != nil {
+		return err
+	}
+	defer be.close()
 	var res infer.Completion
-	if err := infer.NewRunner(l.model).Generate(c.Context, []infer.Request{req}, opt, func(cp infer.Completion) { res = cp }); err != nil {
+	if err := be.gen.Generate(c.Context, []infer.Request{req}, opt, func(cp infer.Completion) { res = cp }); err != nil {
 		return err
 	}
 	if asJSON {

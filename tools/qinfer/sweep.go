@@ -16,8 +16,6 @@ import (
 	"qllama/eval/coqa"
 	"qllama/eval/ppl"
 	"qllama/eval/sweep"
-	"qllama/infer"
-	"qllama/infer/tokenizer"
 )
 
 func sweepCommand() *cli.Command {
@@ -388,7 +386,7 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 	if opt.Protocol == "" {
 		opt.Protocol = coqa.ProtocolLMEval
 	}
-	gen := &sweepGenerator{g: b.gen, tok: l.tok, batch: max(1, e.Batch)}
+	gen := &coqaGenerator{g: b.gen, tok: l.tok, batch: max(1, e.Batch)}
 	res, err := coqa.Run(ctx, st.ds, newCoQATokenizer(l.tok), gen, opt)
 	if err != nil {
 		return nil, err
@@ -455,24 +453,4 @@ func (st *study) bench(ctx context.Context, j sweep.Job) (*bench.Result, error) 
 	}
 	// Prompts beyond the context are skipped by bench.Run with a warning.
 	return bench.Run(ctx, be.target, opt)
-}
-
-// sweepGenerator adapts a backend's batched greedy generation to
-// coqa.Generator.
-type sweepGenerator struct {
-	g     generator
-	tok   *tokenizer.Tokenizer
-	batch int
-}
-
-func (g *sweepGenerator) MaxBatch() int { return g.batch }
-
-func (g *sweepGenerator) Generate(ctx context.Context, reqs []coqa.Request, done func(coqa.Completion)) error {
-	in := make([]infer.Request, len(reqs))
-	for i, q := range reqs {
-		in[i] = infer.Request{Key: q.Key, Prompt: q.Prompt, MaxNewTokens: q.MaxNewTokens, Stop: q.Stop, Group: q.Group}
-	}
-	return g.g.Generate(ctx, in, infer.GenerateOptions{MaxBatch: g.batch, Decoder: g.tok}, func(c infer.Completion) {
-		done(coqa.Completion{Key: c.Key, Text: c.Text, Tokens: len(c.Tokens), PromptTokens: c.PromptTokens, CachedPromptTokens: c.CachedPromptTokens})
-	})
 }
