@@ -41,3 +41,12 @@ func pickDevice(name string) (string, error) {
 	}
 	return "", fmt.Errorf("--device %q: want cpu or cuda", name)
 }
+
+// cpuOnly refuses --device cuda for commands that run the CPU reference, so
+// that nobody reads CPU figures as GPU ones.
+func cpuOnly(c *cli.Context) error {
+	if c.IsSet("device") && c.String("device") != "cpu" {
+		return fmt.Errorf("%s runs on the CPU reference backend; drop --device %s", c.Command.Name, c.String("device"))
+	}
+	return nil
+}

@@ -16,6 +16,9 @@ func infoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		),
 		Action: func(c *cli.Context) error {
+			if err := cpuOnly(c); err != nil {
+				return err
+			}
 			l, err := openModel(c)
 			if err != nil {
 				return err

@@ -24,6 +24,9 @@ func logitsCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := cpuOnly(c); err != nil {
+				return err
+			}
 			l, err := openModel(c)
 			if err != nil {
 				return err

@@ -194,3 +194,16 @@ func TestEvalCoQA(t *testing.T) {
 		t.Errorf("score output lacks the overall score:\n%s", out[:min(len(out), 400)])
 	}
 }
+
+// TestCPUOnlyCommands: commands that run the CPU reference refuse --device cuda.
+func TestCPUOnlyCommands(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	for _, args := range [][]string{
+		{"logits", "--model", stories, "--ids", "1,2", "--device", "cuda"},
+		{"info", "--model", stories, "--device", "cuda"},
+	} {
+		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "CPU reference") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}

@@ -41,6 +41,9 @@ func runPPL(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--text: %w", err)
 	}
+	if err := cpuOnly(c); err != nil {
+		return err
+	}
 	l, err := openModel(c)
 	if err != nil {
 		return err
