@@ -3,11 +3,10 @@ package calib
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"qllama/format/hf"
 	"qllama/infer"
+	"qllama/internal/atomicfile"
 )
 
 // Stage is one of the four places a decoder block's linears read their
@@ -136,22 +135,8 @@ func (imp Importance) WriteJSON(path string, info Info) error {
 	if err != nil {
 		return fmt.Errorf("importance: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data); err != nil {
 		return fmt.Errorf("importance: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("importance %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("importance %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("importance %s: %w", path, err)
 	}
 	return nil
 }

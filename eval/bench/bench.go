@@ -19,7 +19,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
+	"qllama/internal/atomicfile"
 	"slices"
 	"time"
 )
@@ -468,7 +468,7 @@ func (r *Result) WriteJSON(path string) error {
 	if err != nil {
 		return fmt.Errorf("encode bench result for %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(data, '\n'))
+	return atomicfile.WriteFile(path, append(data, '\n'))
 }
 
 // ReadResult reads a result written by WriteJSON.
@@ -482,38 +482,6 @@ func ReadResult(path string) (*Result, error) {
 		return nil, fmt.Errorf("read bench result %s: %w", path, err)
 	}
 	return &r, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// over path, so readers never see a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
 }
 
 // errNoDevice is returned by probes on machines without the device.

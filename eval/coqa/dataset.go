@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"qllama/internal/atomicfile"
 	"strconv"
 )
 
@@ -466,7 +467,7 @@ func WriteDataset(path string, d *Dataset) error {
 	if err != nil {
 		return fmt.Errorf("encode coqa data for %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(data, '\n'))
+	return atomicfile.WriteFile(path, append(data, '\n'))
 }
 
 // turnKey formats a (story id, turn id) key as "id/turn".

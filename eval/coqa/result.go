@@ -3,6 +3,7 @@ package coqa
 import (
 	"encoding/json"
 	"fmt"
+	"qllama/internal/atomicfile"
 )
 
 // Protocol names, written into every Result.
@@ -159,7 +160,7 @@ func (r *Result) WriteJSON(path string) error {
 	if err != nil {
 		return fmt.Errorf("encode coqa result for %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(data, '\n'))
+	return atomicfile.WriteFile(path, append(data, '\n'))
 }
 
 // ReadResult reads a result written by WriteJSON.

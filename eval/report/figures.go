@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"qllama/internal/atomicfile"
 	"sort"
 	"strconv"
 
@@ -15,8 +16,6 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
-
-	"qllama/eval/sweep"
 )
 
 // OkabeIto is the colour-blind-safe palette of Okabe and Ito (2008), black
@@ -74,7 +73,7 @@ func (f *figure) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := sweep.WriteFileAtomic(filepath.Join(dir, f.name+".png"), png); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, f.name+".png"), png); err != nil {
 		return err
 	}
 	sv := vgsvg.New(figW, f.height())
@@ -83,7 +82,7 @@ func (f *figure) save(dir string) error {
 	if _, err := sv.WriteTo(&buf); err != nil {
 		return err
 	}
-	return sweep.WriteFileAtomic(filepath.Join(dir, f.name+".svg"), buf.Bytes())
+	return atomicfile.WriteFile(filepath.Join(dir, f.name+".svg"), buf.Bytes())
 }
 
 func (f *figure) png() ([]byte, error) {

@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"qllama/eval/sweep"
+	"qllama/internal/atomicfile"
 )
 
 // Row is one experiment as the report sees it.
@@ -103,14 +104,14 @@ func Build(opt Options) (*Report, error) {
 		rep.Tables = append(rep.Tables, t.file)
 	}
 	doc := &document{opt: opt, rows: rows, figs: figs, tables: tables}
-	if err := sweep.WriteFileAtomic(filepath.Join(opt.Out, rep.MD), []byte(doc.markdown())); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(opt.Out, rep.MD), []byte(doc.markdown())); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	html, err := doc.html(filepath.Join(opt.Out, "figures"))
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
-	if err := sweep.WriteFileAtomic(filepath.Join(opt.Out, rep.HTML), html); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(opt.Out, rep.HTML), html); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	return rep, nil

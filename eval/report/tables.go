@@ -5,10 +5,9 @@ import (
 	"encoding/csv"
 	"fmt"
 	"math"
+	"qllama/internal/atomicfile"
 	"sort"
 	"strconv"
-
-	"qllama/eval/sweep"
 )
 
 // table is one CSV table of the report.
@@ -27,7 +26,7 @@ func (t *table) writeCSV(path string) error {
 	if err := w.Error(); err != nil {
 		return fmt.Errorf("csv %s: %w", path, err)
 	}
-	return sweep.WriteFileAtomic(path, buf.Bytes())
+	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // num formats v with prec decimals; "" for NaN (missing).

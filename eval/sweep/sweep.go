@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"qllama/eval/bench"
+	"qllama/internal/atomicfile"
 	"qllama/internal/progress"
 )
 
@@ -375,7 +376,7 @@ func runStep[T any](ctx context.Context, s *sweeper, j Job, fp, step string, dst
 	if err != nil {
 		return fmt.Errorf("encode %s result: %w", step, err)
 	}
-	if err := WriteFileAtomic(path, append(data, '\n')); err != nil {
+	if err := atomicfile.WriteFile(path, append(data, '\n')); err != nil {
 		return err
 	}
 	*dst = out
@@ -431,7 +432,7 @@ func (r *Result) WriteJSON(path string) error {
 	if err != nil {
 		return fmt.Errorf("encode result %s: %w", path, err)
 	}
-	return WriteFileAtomic(path, append(data, '\n'))
+	return atomicfile.WriteFile(path, append(data, '\n'))
 }
 
 // ReadResult reads one result.json.
@@ -472,36 +473,4 @@ func ReadResults(dir string) ([]*Result, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, so readers never see a partial file.
-func WriteFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
 }

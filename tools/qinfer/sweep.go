@@ -16,6 +16,7 @@ import (
 	"qllama/eval/coqa"
 	"qllama/eval/ppl"
 	"qllama/eval/sweep"
+	"qllama/internal/atomicfile"
 )
 
 func sweepCommand() *cli.Command {
@@ -79,7 +80,7 @@ func coqaSynthCommand() *cli.Command {
 					b.WriteString(s.Story)
 					b.WriteString("\n\n")
 				}
-				if err := sweep.WriteFileAtomic(t, []byte(b.String())); err != nil {
+				if err := atomicfile.WriteFile(t, []byte(b.String())); err != nil {
 					return err
 				}
 			}

@@ -1,4 +1,8 @@
-package coqa
+// Package atomicfile writes whole files so that readers never see a partial
+// one: the data goes to a temporary file beside the target, is synced, and
+// is renamed over it; on any error the temporary file is removed and the
+// target is left as it was.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,11 +10,9 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, so readers never see a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+// WriteFile atomically replaces path with data (mode 0644).
+func WriteFile(path string, data []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
