@@ -275,3 +275,18 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTokenizerConfig checks that tokenizer_config.json parsing never
+// panics on untrusted input.
+func FuzzParseTokenizerConfig(f *testing.F) {
+	for _, m := range []string{"stories260k", "random_llama32"} {
+		f.Add(readShared(f, "models", m, "tokenizer_config.json"))
+	}
+	f.Add([]byte(`{"add_bos_token":true,"bos_token":{"content":"<s>"},"added_tokens_decoder":{"0":{"content":"<unk>","special":true}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseTokenizerConfig(data)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}
