@@ -3,8 +3,6 @@ package gptq
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 
 	"qllama/convert/calib"
@@ -12,66 +10,17 @@ import (
 	"qllama/format/hf"
 	"qllama/infer"
 	"qllama/infer/tokenizer"
-	"qllama/internal/testutil"
+	"qllama/internal/testmodel"
 )
 
 func loadModel(t *testing.T, name string) (*infer.Model, *tokenizer.Tokenizer) {
 	t.Helper()
-	dir := testutil.Shared(t, "models", name)
-	src, err := hf.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	m, err := infer.LoadHF(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, tok
+	return testmodel.Load(t, name)
 }
 
-var (
-	corpusOnce sync.Once
-	corpus     string
-	corpusErr  error
-)
-
-// calibText is text sampled from stories260k (fixed seed), shared by the
-// tests of this package.
-func calibText(t *testing.T) string {
-	t.Helper()
-	corpusOnce.Do(func() {
-		m, tok := loadModel(t, "stories260k")
-		corpus, corpusErr = calib.Generate(context.Background(), m, tok, 24, 200, 42)
-	})
-	if corpusErr != nil {
-		t.Fatal(corpusErr)
-	}
-	return corpus
-}
-
-// sets tokenizes the calibration text for tok and draws a calibration set
-// and a held-out set (other seed).
 func sets(t *testing.T, tok *tokenizer.Tokenizer, n, heldOut, seqLen int) (*calib.Set, *calib.Set) {
 	t.Helper()
-	info, toks, err := calib.Read(context.Background(), strings.NewReader(calibText(t)), tok, 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := calib.FromTokens(toks, tok.BOS(), calib.Options{Samples: n, SeqLen: seqLen, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs.Info.SHA256 = info.SHA256
-	hs, err := calib.FromTokens(toks, tok.BOS(), calib.Options{Samples: heldOut, SeqLen: seqLen, Seed: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs, hs
+	return testmodel.CalibSets(t, tok, n, heldOut, seqLen)
 }
 
 // layerErr is Σ_t ||(W - deq) x_t||² over the n rows of x.
