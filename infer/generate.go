@@ -134,7 +134,7 @@ func (r *Runner) Generate(ctx context.Context, reqs []Request, opt GenerateOptio
 		if opt.Decoder != nil {
 			text = opt.Decoder.Decode(s.out)
 			if reason == StopString || len(s.req.Stop) > 0 {
-				text, _ = cutStop(text, s.req.Stop)
+				text, _ = CutStop(text, s.req.Stop)
 			}
 		}
 		remember(s)
@@ -194,7 +194,7 @@ func (r *Runner) Generate(ctx context.Context, reqs []Request, opt GenerateOptio
 				opt.OnToken(s.req.Key, id)
 			}
 			if len(s.req.Stop) > 0 {
-				if _, hit := cutStop(opt.Decoder.Decode(s.out), s.req.Stop); hit {
+				if _, hit := CutStop(opt.Decoder.Decode(s.out), s.req.Stop); hit {
 					finish(s, StopString)
 					continue
 				}
@@ -221,7 +221,7 @@ func commonPrefix(a, b []int) int {
 
 // cutStop cuts text at the earliest occurrence of any stop string (what
 // splitting on each stop string in turn and keeping the head amounts to).
-func cutStop(text string, stops []string) (string, bool) {
+func CutStop(text string, stops []string) (string, bool) {
 	cut := -1
 	for _, s := range stops {
 		if s == "" {

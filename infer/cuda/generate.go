@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"qllama/infer"
@@ -54,7 +53,7 @@ func (g *Model) Generate(ctx context.Context, reqs []infer.Request, opt infer.Ge
 		if opt.Decoder != nil {
 			text = opt.Decoder.Decode(s.out)
 			if len(s.req.Stop) > 0 {
-				text, _ = cutStop(text, s.req.Stop)
+				text, _ = infer.CutStop(text, s.req.Stop)
 			}
 		}
 		s.cache.Free()
@@ -125,7 +124,7 @@ func (g *Model) Generate(ctx context.Context, reqs []infer.Request, opt infer.Ge
 					opt.OnToken(s.req.Key, id)
 				}
 				if len(s.req.Stop) > 0 {
-					if _, hit := cutStop(opt.Decoder.Decode(s.out), s.req.Stop); hit {
+					if _, hit := infer.CutStop(opt.Decoder.Decode(s.out), s.req.Stop); hit {
 						reason = infer.StopString
 					}
 				}
@@ -143,21 +142,4 @@ func (g *Model) Generate(ctx context.Context, reqs []infer.Request, opt infer.Ge
 		active = kept
 	}
 	return nil
-}
-
-// cutStop cuts text before the earliest stop string (as infer's Generate).
-func cutStop(text string, stops []string) (string, bool) {
-	cut := -1
-	for _, s := range stops {
-		if s == "" {
-			continue
-		}
-		if i := strings.Index(text, s); i >= 0 && (cut < 0 || i < cut) {
-			cut = i
-		}
-	}
-	if cut < 0 {
-		return text, false
-	}
-	return text[:cut], true
 }
