@@ -219,8 +219,9 @@ func commonPrefix(a, b []int) int {
 	return n
 }
 
-// cutStop cuts text at the earliest occurrence of any stop string (what
-// splitting on each stop string in turn and keeping the head amounts to).
+// CutStop cuts text at the earliest occurrence of any stop string (what
+// splitting on each stop string in turn and keeping the head amounts to)
+// and reports whether one occurred. Every backend's Generate uses it.
 func CutStop(text string, stops []string) (string, bool) {
 	cut := -1
 	for _, s := range stops {
