@@ -4,7 +4,8 @@
 // Two families live here.
 //
 // Row formats that coincide with ggml types (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
-// Q5_0, Q5_1, IQ4_NL) are described by one [Traits] row each in a single table
+// Q5_0, Q5_1, IQ4_NL, and the K-quants Q4_K and Q6_K on 256-weight
+// super-blocks) are described by one [Traits] row each in a single table
 // (see [All], [Lookup], [ByGGUFType]). Every row carries the block layout, a
 // reference Quantize identical bit for bit to ggml's quantize_row_*_ref, a
 // Dequantize identical to ggml's dequantize_row_*, a Validate in the spirit of

@@ -324,6 +324,68 @@ var refDecode = map[string]func(b []byte) []float64{
 	"q5_0":   func(b []byte) []float64 { return refDecodeNibbles(b, 22, 6, true, false, -16, nil) },
 	"q5_1":   func(b []byte) []float64 { return refDecodeNibbles(b, 24, 8, true, true, 0, nil) },
 	"iq4_nl": func(b []byte) []float64 { return refDecodeNibbles(b, 18, 2, false, false, 0, refIQ4NLValues) },
+	"q4_k":   refDecodeQ4K,
+	"q6_k":   refDecodeQ6K,
+}
+
+// refDecodeQ4K decodes block_q4_K (ggml-common.h: fp16 d, fp16 dmin,
+// scales[12], qs[128]) weight by weight. The 12 scale bytes hold eight 6-bit
+// scales sc and mins m: sc0..3 and m0..3 are the low 6 bits of bytes 0..3
+// and 4..7; bytes 8..11 carry the low 4 bits of sc4..7 (low nibble) and
+// m4..7 (high nibble), whose top 2 bits are the top 2 bits of bytes 0..3
+// (sc) and 4..7 (m). Weight k is nibble k%64 < 32 ? low : high of
+// qs[32·(k/64) + k%32], in sub-block k/32; x = f32(f32(d·sc)·q) − f32(dmin·m).
+func refDecodeQ4K(b []byte) []float64 {
+	var out []float64
+	for ; len(b) >= 144; b = b[144:] {
+		d := refFP16Value(binary.LittleEndian.Uint16(b))
+		dmin := refFP16Value(binary.LittleEndian.Uint16(b[2:]))
+		s := b[4:16]
+		var sc, m [8]int
+		for j := 0; j < 4; j++ {
+			sc[j], m[j] = int(s[j]&0x3f), int(s[4+j]&0x3f)
+			sc[4+j] = int(s[8+j]&0x0f) + int(s[j]>>6)*16
+			m[4+j] = int(s[8+j]>>4) + int(s[4+j]>>6)*16
+		}
+		for k := 0; k < 256; k++ {
+			q := int(b[16+32*(k/64)+k%32])
+			if k%64 >= 32 {
+				q >>= 4
+			}
+			q &= 15
+			j := k / 32
+			out = append(out, f32(f32(f32(d*float64(sc[j]))*float64(q))-f32(dmin*float64(m[j]))))
+		}
+	}
+	return out
+}
+
+// refQ6KDOff is the offset of d in block_q6_K (after ql[128], qh[64],
+// scales[16]).
+const refQ6KDOff = 128 + 64 + 16
+
+// refDecodeQ6K decodes block_q6_K weight by weight: in half h = k/128, with
+// r = k%128, quarter t = r/32 and l = r%32, the low 4 bits are nibble
+// (t < 2 ? low : high) of ql[64h + 32·(t%2) + l], the high 2 bits are bits
+// 2t, 2t+1 of qh[32h + l]; x = f32(f32(d·scales[k/16])·(q − 32)).
+func refDecodeQ6K(b []byte) []float64 {
+	var out []float64
+	for ; len(b) >= 210; b = b[210:] {
+		d := refFP16Value(binary.LittleEndian.Uint16(b[refQ6KDOff:]))
+		for k := 0; k < 256; k++ {
+			h, r := k/128, k%128
+			t, l := r/32, r%32
+			lo := int(b[64*h+32*(t%2)+l])
+			if t >= 2 {
+				lo >>= 4
+			}
+			hi := int(b[128+32*h+l]) >> (2 * t) & 3
+			q := lo&15 + 16*hi
+			sc := float64(int8(b[192+k/16]))
+			out = append(out, f32(f32(d*sc)*float64(q-32)))
+		}
+	}
+	return out
 }
 
 func refDecodeNibbles(b []byte, size, qsOff int, five, hasMin bool, offset int, book []float64) []float64 {

@@ -34,6 +34,8 @@ const (
 	GGUFQ5_0   GGUFType = 6
 	GGUFQ5_1   GGUFType = 7
 	GGUFQ8_0   GGUFType = 8
+	GGUFQ4_K   GGUFType = 12
+	GGUFQ6_K   GGUFType = 14
 	GGUFIQ4_NL GGUFType = 20
 	GGUFBF16   GGUFType = 30
 )
@@ -41,7 +43,8 @@ const (
 // Traits describes one row format: a row of n float32 values is stored as
 // n/BlockSize consecutive blocks of BlockBytes bytes each.
 type Traits struct {
-	// Name is the ggml type name (ggml_type_name), e.g. "q4_0".
+	// Name is the ggml type name (ggml_type_name), e.g. "q4_0", lower-cased
+	// ("q4_k", "q6_k" for ggml's q4_K, q6_K; Lookup ignores case).
 	Name string
 	// GGUF is the ggml type id the format coincides with bit for bit.
 	GGUF GGUFType
@@ -90,6 +93,8 @@ var table = [...]Traits{
 	traitsQ5_0(),
 	traitsQ5_1(),
 	traitsIQ4NL(),
+	traitsQ4K(),
+	traitsQ6K(),
 }
 
 // All returns a copy of the traits table in a fixed order.

@@ -29,6 +29,8 @@ func TestBlockLayout(t *testing.T) {
 		{"q5_0", 6, 32, 22, BlockSizeQ5_0, BlockBytesQ5_0, 5.5, 2 + 4 + 32/2},
 		{"q5_1", 7, 32, 24, BlockSizeQ5_1, BlockBytesQ5_1, 6, 2*2 + 4 + 32/2},
 		{"iq4_nl", 20, 32, 18, BlockSizeIQ4NL, BlockBytesIQ4NL, 4.5, 2 + 32/2},
+		{"q4_k", 12, 256, 144, BlockSizeQ4K, BlockBytesQ4K, 4.5, 2*2 + 12 + 256/2},
+		{"q6_k", 14, 256, 210, BlockSizeQ6K, BlockBytesQ6K, 6.5625, 256/2 + 256/4 + 256/16 + 2},
 	}
 	if len(tests) != len(All()) {
 		t.Fatalf("table has %d rows, test expects %d", len(All()), len(tests))
@@ -133,6 +135,9 @@ func quantizeRow(t *testing.T, tr Traits, x []float32) []byte {
 func TestEncodeMatchesReference(t *testing.T) {
 	rows := testRows(1, 300, 256)
 	for _, tr := range All() {
+		if searchEncoders[tr.Name] {
+			continue // TestKQuantEncoders
+		}
 		t.Run(tr.Name, func(t *testing.T) {
 			ref := refEncode[tr.Name]
 			if ref == nil {
@@ -211,10 +216,13 @@ func randomBlocks(r *rand.Rand, tr Traits, count int) []byte {
 			binary.LittleEndian.PutUint32(blk, math.Float32bits(float32(r.NormFloat64())))
 		case "f16", "bf16":
 			blk[1] &^= 0x40 // keep the exponent below all-ones
+		case "q6_k":
+			h, _ := refFP16(r.NormFloat64() * 0.01)
+			binary.LittleEndian.PutUint16(blk[refQ6KDOff:], h)
 		default:
 			h, _ := refFP16(r.NormFloat64() * 0.01)
 			binary.LittleEndian.PutUint16(blk, h)
-			if tr.Name == "q4_1" || tr.Name == "q5_1" {
+			if tr.Name == "q4_1" || tr.Name == "q5_1" || tr.Name == "q4_k" {
 				h, _ = refFP16(r.NormFloat64() * 0.05)
 				binary.LittleEndian.PutUint16(blk[2:], h)
 			}
@@ -228,7 +236,7 @@ func TestDequantizeMatchesReference(t *testing.T) {
 	for _, tr := range All() {
 		t.Run(tr.Name, func(t *testing.T) {
 			for rep := 0; rep < 20; rep++ {
-				src := randomBlocks(r, tr, 64/tr.BlockSize*8)
+				src := randomBlocks(r, tr, max(2, 64/tr.BlockSize*8))
 				if err := tr.Validate(src); err != nil {
 					t.Fatalf("Validate: %v", err)
 				}
@@ -254,6 +262,7 @@ func TestDequantizeMatchesReference(t *testing.T) {
 var roundTripLimit = map[string]float64{
 	"f32": 0, "f16": 0.0005, "bf16": 0.004,
 	"q8_0": 0.006, "q5_0": 0.05, "q5_1": 0.05, "q4_0": 0.12, "q4_1": 0.10, "iq4_nl": 0.10,
+	"q6_k": 0.025, "q4_k": 0.10,
 }
 
 func TestRoundTripError(t *testing.T) {
@@ -291,7 +300,7 @@ func TestDotMatchesDequantize(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	for _, tr := range All() {
 		t.Run(tr.Name, func(t *testing.T) {
-			for _, n := range []int{32, 96, 4096} {
+			for _, n := range []int{max(32, tr.BlockSize), 3 * max(32, tr.BlockSize), 4096} {
 				w := make([]float32, n)
 				x := make([]float32, n)
 				for i := range w {
@@ -319,7 +328,7 @@ func TestDotMatchesDequantize(t *testing.T) {
 func TestQuantizeErrors(t *testing.T) {
 	nan, inf := float32(math.NaN()), float32(math.Inf(-1))
 	for _, tr := range All() {
-		bs := tr.BlockSize * 32 / max(1, tr.BlockSize) // 32 weights, whole blocks for all
+		bs := max(32, tr.BlockSize) // whole blocks for all
 		tests := []struct {
 			name string
 			x    []float32
@@ -372,6 +381,8 @@ func TestQuantizeErrors(t *testing.T) {
 				binary.LittleEndian.PutUint32(blk[tr.BlockBytes:], 0x7fc00000)
 			} else if tr.Name == "bf16" {
 				binary.LittleEndian.PutUint16(blk[tr.BlockBytes:], 0x7f80)
+			} else if tr.Name == "q6_k" {
+				binary.LittleEndian.PutUint16(blk[tr.BlockBytes+refQ6KDOff:], 0x7e00)
 			} else {
 				binary.LittleEndian.PutUint16(blk[tr.BlockBytes:], 0x7e00)
 			}
@@ -425,3 +436,5 @@ func benchmarkDot(b *testing.B, name string) {
 
 func BenchmarkDotQ4_0(b *testing.B) { benchmarkDot(b, "q4_0") }
 func BenchmarkDotQ8_0(b *testing.B) { benchmarkDot(b, "q8_0") }
+func BenchmarkDotQ4K(b *testing.B)  { benchmarkDot(b, "q4_k") }
+func BenchmarkDotQ6K(b *testing.B)  { benchmarkDot(b, "q6_k") }
