@@ -96,6 +96,11 @@ func expected(t *testing.T, s convert.Scheme, w []float32, rows, cols, heads int
 		switch {
 		case s.Native():
 			if tr, _ := quant.Lookup(s.Format); cols%tr.BlockSize != 0 {
+				// llama.cpp's tensor_type_fallback: q4_K -> q5_0, q6_K -> q8_0
+				// on rows of whole 32-blocks, else F16.
+				if fb := map[string]string{"q4_k": "q5_0", "q6_k": "q8_0"}[s.Format]; fb != "" && cols%32 == 0 {
+					return convert.Scheme{Format: fb}
+				}
 				return convert.Scheme{Format: "f16"}
 			}
 		case s.Format == gguf.FormatNF4 || s.Format == gguf.FormatFP4:
@@ -308,6 +313,8 @@ func TestRoundTripStories(t *testing.T) {
 		{"q4_1", convert.Options{Method: "q4_1"}},
 		{"q4_0", convert.Options{Method: "q4_0"}},
 		{"iq4_nl", convert.Options{Method: "iq4_nl"}},
+		{"q4_k", convert.Options{Method: "q4_k"}}, // 64/172 columns: q5_0 and f16 fallbacks
+		{"q6_k", convert.Options{Method: "q6_k"}}, // q8_0 and f16 fallbacks
 		{"int8", convert.Options{Method: "int8"}},
 		{"nf4", convert.Options{Method: "nf4"}},
 		{"fp4", convert.Options{Method: "fp4", Group: 32}},
@@ -362,7 +369,7 @@ func TestRoundTripStories(t *testing.T) {
 	}
 	t.Logf("logit relative errors: %v", errs)
 	// Quality falls with bits.
-	for _, pair := range [][2]string{{"f16", "q8_0"}, {"q8_0", "q4_0"}, {"q5_1", "q4_0"}, {"int8", "nf4"}, {"rtn8", "rtn4"}, {"rtn4", "rtn2"}, {"rtn3", "rtn2"}} {
+	for _, pair := range [][2]string{{"f16", "q8_0"}, {"q8_0", "q4_0"}, {"q5_1", "q4_0"}, {"q6_k", "q4_k"}, {"int8", "nf4"}, {"rtn8", "rtn4"}, {"rtn4", "rtn2"}, {"rtn3", "rtn2"}} {
 		if errs[pair[0]] >= errs[pair[1]] {
 			t.Errorf("%s error %.4f not below %s error %.4f", pair[0], errs[pair[0]], pair[1], errs[pair[1]])
 		}

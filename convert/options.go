@@ -31,7 +31,7 @@ const (
 
 // Methods lists every accepted method and type name.
 func Methods() []string {
-	return []string{MethodGPTQ, MethodAWQ, gguf.FormatNF4, gguf.FormatFP4, gguf.FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", gguf.FormatRTN, "f16", "bf16", "f32"}
+	return []string{MethodGPTQ, MethodAWQ, gguf.FormatNF4, gguf.FormatFP4, gguf.FormatInt8, "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q4_k", "q6_k", gguf.FormatRTN, "f16", "bf16", "f32"}
 }
 
 // Options configure Convert.
@@ -127,7 +127,15 @@ var fileTypes = map[string]gguf.FileType{
 	"f32": gguf.FileTypeAllF32, "f16": gguf.FileTypeMostlyF16, "bf16": gguf.FileTypeMostlyBF16,
 	"q8_0": gguf.FileTypeMostlyQ8_0, "q4_0": gguf.FileTypeMostlyQ4_0, "q4_1": gguf.FileTypeMostlyQ4_1,
 	"q5_0": gguf.FileTypeMostlyQ5_0, "q5_1": gguf.FileTypeMostlyQ5_1, "iq4_nl": gguf.FileTypeMostlyIQ4NL,
+	// A file of pure Q4_K linear layers is what llama-quantize calls
+	// Q4_K_S (its Q4_K_M mixes in Q6_K); pure Q6_K is MOSTLY_Q6_K.
+	"q4_k": gguf.FileTypeMostlyQ4_K_S, "q6_k": gguf.FileTypeMostlyQ6_K,
 }
+
+// kquantFallback is the 32-block format llama.cpp's tensor_type_fallback
+// (src/llama-quant.cpp) picks when a tensor's rows are not whole 256-weight
+// super-blocks of a K-quant.
+var kquantFallback = map[string]string{"q4_k": "q5_0", "q6_k": "q8_0"}
 
 // scheme builds the scheme named name with the options' parameters.
 func (o *Options) scheme(flag, name string) (Scheme, error) {
@@ -251,15 +259,22 @@ func (o *Options) resolve() (policy, error) {
 
 // fitScheme returns the scheme actually used for a [rows, cols] weight and,
 // when it differs from s, why. ggml block formats need cols to be whole
-// blocks and fall back to f16 (as llama.cpp falls back for tensors its
-// k-quants cannot take); nf4/fp4 need cols to be whole absmax blocks (so
+// blocks; as in llama.cpp's tensor_type_fallback, q4_k falls back to q5_0
+// and q6_k to q8_0, and what still does not fit (cols not a multiple of 32)
+// to f16; nf4/fp4 need cols to be whole absmax blocks (so
 // blocks never span rows) and fall back to int8; rtn takes a short last
 // group; int8 and the float formats fit any shape.
 func fitScheme(s Scheme, cols int) (Scheme, string) {
 	switch {
 	case s.Native():
 		if bs := s.traits().BlockSize; cols%bs != 0 {
-			return Scheme{Format: "f16"}, fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, bs)
+			why := fmt.Sprintf("%d columns are not whole %s blocks of %d", cols, s.Format, bs)
+			if fb, ok := kquantFallback[s.Format]; ok {
+				if t, _ := quant.Lookup(fb); cols%t.BlockSize == 0 {
+					return Scheme{Format: fb}, why
+				}
+			}
+			return Scheme{Format: "f16"}, why
 		}
 	case s.Format == gguf.FormatNF4 || s.Format == gguf.FormatFP4:
 		if cols%s.Group != 0 {

@@ -91,6 +91,11 @@ const (
 	FileTypeMostlyQ8_0 FileType = 7
 	FileTypeMostlyQ5_0 FileType = 8
 	FileTypeMostlyQ5_1 FileType = 9
+	// FileTypeMostlyQ4_K_S is LLAMA_FTYPE_MOSTLY_Q4_K_S: what llama-quantize
+	// names a file whose linear layers are all Q4_K.
+	FileTypeMostlyQ4_K_S FileType = 14
+	// FileTypeMostlyQ6_K is LLAMA_FTYPE_MOSTLY_Q6_K.
+	FileTypeMostlyQ6_K FileType = 18
 	// FileTypeMostlyIQ4NL is LLAMA_FTYPE_MOSTLY_IQ4_NL.
 	FileTypeMostlyIQ4NL FileType = 25
 	FileTypeMostlyBF16  FileType = 32
