@@ -49,6 +49,9 @@ type Model struct {
 func Open(dir string) (_ *Model, err error) {
 	cfgPath := filepath.Join(dir, ConfigFile)
 	data, err := readJSONFile(cfgPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (is %s a Hugging Face model directory? it needs config.json, *.safetensors and tokenizer.json)", err, dir)
+	}
 	if err != nil {
 		return nil, err
 	}
