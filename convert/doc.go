@@ -5,7 +5,7 @@
 // key, the tokenizer embedded, and qllama.* keys for what llama.cpp lacks.
 //
 // Formats that coincide with a ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
-// Q5_0, Q5_1, IQ4_NL) are written as that type, so such files load in
+// Q5_0, Q5_1, IQ4_NL, Q4_K, Q6_K) are written as that type, so such files load in
 // llama.cpp. The others (NF4/FP4, LLM.int8, grouped RTN INT2-8) are written
 // as component tensors of plain ggml types described by qllama.quant.* keys.
 //

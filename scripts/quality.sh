@@ -73,6 +73,8 @@ FORMATS=(
 	"ggml|q4_1|--method q4_1"
 	"ggml|q4_0|--method q4_0"
 	"ggml|iq4_nl|--method iq4_nl"
+	"ggml|q6_k (all fallbacks)|--method q6_k"
+	"ggml|q4_k (all fallbacks)|--method q4_k"
 	"LLM.int8|int8 (per-row absmax)|--method int8"
 	"bitsandbytes|nf4 b64|--method nf4 --group 64"
 	"bitsandbytes|nf4 b64 double-quant|--method nf4 --group 64 --double-quant"
@@ -111,7 +113,7 @@ for f in "${FORMATS[@]}"; do
 		die "qinfer ppl on $file failed: see $file.ppl.log"
 	fallbacks=$(jq -r '[.tensors[] | select(.fallback != null and .fallback != "") | .type] | group_by(.) | map("\(length)× \(.[0])") | join(", ")' "$file.report.json")
 	jq -r --arg family "$family" --arg name "$name" --arg fb "${fallbacks:--}" --slurpfile p "$file.ppl.json" \
-		'([.tensors[] | select(.class == "linear" and (.fallback // "") == "")] | (map(.bytes) | add) * 8 / (map(.params) | add)) as $fmt |
+		'([.tensors[] | select(.class == "linear" and (.fallback // "") == "")] | if length > 0 then (map(.bytes) | add) * 8 / (map(.params) | add) else "-" end) as $fmt |
 		 [$family, $name, $fmt, .linear_bpw, .file_bpw, .file_bytes, $p[0].ppl, $p[0].kl_mean, $p[0].kl_p99, $p[0].top1_agree, $fb, $p[0].ref_ppl, $p[0].tokens, $p[0].windows] | @tsv' \
 		"$file.report.json" >>"$ROWS"
 done
@@ -143,14 +145,19 @@ Produced by \`make quality\` (\`scripts/quality.sh\`); do not edit by hand.
   included, norms F32). *bpw format*: stored bits per weight of the linear tensors held in the format;
   *bpw linear*: over all linear layers (attention and MLP), fallbacks included; *bpw file*: 8 × file size /
   parameters. ggml block formats need whole blocks of 32 columns and nf4/fp4 whole absmax blocks: the MLP
-  down projection has 172 columns, so it falls back as the last column says.
+  down projection has 172 columns, so it falls back as the last column says. The K-quants q4_k and q6_k
+  need whole super-blocks of 256 columns, which no stories260k weight has (64 or 172 columns): like
+  llama.cpp they write q5_0 / q8_0 instead (f16 for the down projection), so their rows measure those
+  fallbacks, not K-quant blocks (*bpw format* —); \`convert/quant\` and \`convert/kquant_test.go\` measure
+  the K-quant blocks themselves.
 - **Reproduce**: \`make build && make quality\` (needs jq; a few minutes on 2 cores).
 
 | family | format | bpw format | bpw linear | bpw file | file size | ppl | KL mean | KL p99 | top-1 | fallbacks |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|
 EOF
 	while IFS=$'\t' read -r family name fmt lbpw fbpw bytes ppl klm klp99 top1 fb _; do
-		printf '| %s | %s | %.2f | %.2f | %.2f | %s | %.4f | %.3g | %.3g | %.2f%% | %s |\n' \
+		[ "$fmt" = - ] && fmt="—" || fmt=$(printf '%.2f' "$fmt")
+		printf '| %s | %s | %s | %.2f | %.2f | %s | %.4f | %.3g | %.3g | %.2f%% | %s |\n' \
 			"$family" "$name" "$fmt" "$lbpw" "$fbpw" "$(awk -v b="$bytes" 'BEGIN{printf "%.1f KiB", b/1024}')" "$ppl" "$klm" "$klp99" "$(awk -v t="$top1" 'BEGIN{printf "%.4f", 100*t}')" "$fb"
 	done <"$ROWS"
 	echo
