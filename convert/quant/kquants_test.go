@@ -8,8 +8,8 @@ package quant
 //   - they were compared byte for byte with ggml's C reference (ggml-org/ggml
 //     commit d99724f2b141fed9e1a9f402213506c081433465, src/ggml-quants.c
 //     built with gcc -O2 -ffp-contract=off -DNDEBUG, as release builds of
-//     llama.cpp compile it) on 33,000 seeded rows of 512 weights each
-//     (seeds 42, 1, 2, 3, 5: gaussian, small, integer-valued/ties, wide
+//     llama.cpp compile it) on 40,000 seeded rows of 512 weights each
+//     (4 seeds x 10,000; 80,000 super-blocks a format: gaussian, small, ties, wide
 //     dynamic range, uniform, all-positive, all-negative, 1e-6 (fp16-subnormal
 //     d), offset rows, with zero sub-blocks, outliers, 1e-17 sub-blocks,
 //     constant groups, zero and 1e-17 super-blocks): every block identical,
