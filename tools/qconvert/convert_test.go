@@ -100,3 +100,17 @@ func TestConvertUsageErrors(t *testing.T) {
 		t.Errorf("failed commands left %d files", len(ents))
 	}
 }
+
+// TestHelp checks --help on the app and on every command.
+func TestHelp(t *testing.T) {
+	out, _, err := run(t, "--help")
+	if err != nil || !strings.Contains(out, "--method") {
+		t.Errorf("qconvert --help: %v\n%s", err, out)
+	}
+	for _, c := range newApp(nil, nil).Commands {
+		out, _, err := run(t, c.Name, "--help")
+		if err != nil || !strings.Contains(out, c.Name) || !strings.Contains(out, c.Usage) {
+			t.Errorf("%s --help: %v\n%s", c.Name, err, out)
+		}
+	}
+}

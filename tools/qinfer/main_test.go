@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urfave/cli/v2"
+
 	"qllama/internal/testutil"
 )
 
@@ -122,13 +124,18 @@ func TestErrors(t *testing.T) {
 
 // TestHelp checks that every command has --help.
 func TestHelp(t *testing.T) {
-	app := newApp(nil, nil)
-	for _, c := range app.Commands {
-		out, _, err := run(t, c.Name, "--help")
-		if err != nil || !strings.Contains(out, c.Name) {
-			t.Errorf("%s --help: %v\n%s", c.Name, err, out)
+	var walk func(path []string, cs []*cli.Command)
+	walk = func(path []string, cs []*cli.Command) {
+		for _, c := range cs {
+			p := append(append([]string(nil), path...), c.Name)
+			out, _, err := run(t, append(p, "--help")...)
+			if err != nil || !strings.Contains(out, c.Name) || !strings.Contains(out, c.Usage) {
+				t.Errorf("%v --help: %v\n%s", p, err, out)
+			}
+			walk(p, c.Subcommands)
 		}
 	}
+	walk(nil, newApp(nil, nil).Commands)
 }
 
 // TestEvalCoQA runs both protocols end to end on the real tiny model with the
