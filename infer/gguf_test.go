@@ -232,3 +232,38 @@ func TestLoadGGUFQuantExposed(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestPackedBatchInvariant: a packed model gives every sequence the same
+// logits, bit for bit, whether it runs alone or batched with others.
+func TestPackedBatchInvariant(t *testing.T) {
+	for _, method := range []string{"q4_0", "q8_0", "bf16"} {
+		f, err := gguf.Open(convertTo(t, "stories260k", method, convert.Options{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := infer.LoadGGUF(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := infer.NewRunner(m)
+		prompts := [][]int{{1, 403, 407, 261, 378}, {1, 66}, {1, 351, 352, 353, 354, 355, 356}}
+		steps := make([]infer.Step, len(prompts))
+		for i, p := range prompts {
+			steps[i] = infer.Step{Cache: infer.NewKVCache(&m.Config), Tokens: p}
+		}
+		batched, err := r.Forward(steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range prompts {
+			alone, err := r.Forward([]infer.Step{{Cache: infer.NewKVCache(&m.Config), Tokens: p}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(alone[0][0], batched[i][0]) {
+				t.Errorf("%s: prompt %d: batched logits differ from the same prompt alone", method, i)
+			}
+		}
+		f.Close()
+	}
+}

@@ -3,6 +3,8 @@ package infer
 import (
 	"fmt"
 
+	"gonum.org/v1/gonum/blas/gonum"
+
 	"qllama/convert/quant"
 )
 
@@ -41,14 +43,20 @@ func (p *Packed) Row(dst []float32, i int) {
 	_ = p.T.Dequantize(dst[:p.C], p.Data[i*p.rowBytes:(i+1)*p.rowBytes])
 }
 
-// MatMul implements Linear.
+// MatMul implements Linear. Each weight row is decoded once into a float32
+// scratch row and multiplied with every activation row by the same SSE dot
+// product Dense uses, so a batch of n tokens decodes the weights once (not n
+// times) and a token's result does not depend on the batch it came in.
 func (p *Packed) MatMul(dst, x []float32, n int) {
 	rows, cols, rb := p.R, p.C, p.rowBytes
 	ParallelFor(rows, cols*n, func(lo, hi int) {
+		var impl gonum.Implementation
+		w := make([]float32, cols)
 		for r := lo; r < hi; r++ {
-			w := p.Data[r*rb : (r+1)*rb]
+			// Lengths were checked by NewPacked, so decoding cannot fail.
+			_ = p.T.Dequantize(w, p.Data[r*rb:(r+1)*rb])
 			for t := 0; t < n; t++ {
-				dst[t*rows+r] = p.T.Dot(w, x[t*cols:(t+1)*cols])
+				dst[t*rows+r] = impl.Sdot(cols, w, 1, x[t*cols:(t+1)*cols], 1)
 			}
 		}
 	})
