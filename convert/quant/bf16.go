@@ -50,8 +50,9 @@ func DequantizeBF16(dst []float32, src []byte) error {
 	if err := checkDequantize("bf16", BlockSizeBF16, BlockBytesBF16, dst, src); err != nil {
 		return err
 	}
+	src = src[:2*len(dst)]
 	for i := range dst {
-		dst[i] = bf16to32(le16(src[2*i:]))
+		dst[i] = bf16to32(uint16(src[2*i]) | uint16(src[2*i+1])<<8)
 	}
 	return nil
 }

@@ -56,11 +56,12 @@ func DequantizeQ8_0(dst []float32, src []byte) error {
 		return err
 	}
 	for i := 0; i < len(src)/BlockBytesQ8_0; i++ {
-		b := src[i*BlockBytesQ8_0 : (i+1)*BlockBytesQ8_0]
+		b := src[i*BlockBytesQ8_0 : (i+1)*BlockBytesQ8_0 : (i+1)*BlockBytesQ8_0]
 		d := fp16to32(le16(b))
-		y := dst[i*BlockSizeQ8_0 : (i+1)*BlockSizeQ8_0]
-		for j := range y {
-			y[j] = float32(int8(b[2+j])) * d
+		q := b[2:34:34]
+		y := dst[i*BlockSizeQ8_0 : (i+1)*BlockSizeQ8_0 : (i+1)*BlockSizeQ8_0]
+		for j, c := range q {
+			y[j] = float32(int8(c)) * d
 		}
 	}
 	return nil
