@@ -2,7 +2,6 @@ package convert
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -15,8 +14,6 @@ import (
 	"qllama/infer"
 	"qllama/infer/tokenizer"
 	"qllama/internal/progress"
-
-	"github.com/x448/float16"
 )
 
 // calibration is what GPTQ or AWQ chose for the model: grouped weights of
@@ -140,14 +137,7 @@ func encodeGrouped(ctx context.Context, threads int, s Scheme, g *quant.Grouped,
 	if g.Rows != rows || g.Cols != cols || len(deq) != rows*cols {
 		return nil, fmt.Errorf("precomputed weight is [%d %d], want [%d %d]", g.Rows, g.Cols, rows, cols)
 	}
-	ng := rtnGroups(s, cols)
-	rb := rtnRowBytes(s.Bits, cols)
-	codes := make([]byte, rows*rb)
-	scales := make([]float32, rows*ng)
-	var zeros []byte
-	if !s.Sym {
-		zeros = make([]byte, 2*rows*ng)
-	}
+	out := newGroupedOut(s, rows, cols)
 	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
 		w, _ := sc.grow((hi - lo) * cols)
 		if err := src.rows(w, lo, hi); err != nil {
@@ -158,13 +148,7 @@ func encodeGrouped(ctx context.Context, threads int, s Scheme, g *quant.Grouped,
 			if src.perm != nil {
 				p = src.perm[r]
 			}
-			packRow(codes[r*rb:(r+1)*rb], g.Codes[p*cols:(p+1)*cols], s.Bits)
-			copy(scales[r*ng:(r+1)*ng], g.Scales[p*ng:(p+1)*ng])
-			if zeros != nil {
-				for i, z := range g.Zeros[p*ng : (p+1)*ng] {
-					binary.LittleEndian.PutUint16(zeros[2*(r*ng+i):], float16.Fromfloat32(float32(z)).Bits())
-				}
-			}
+			out.put(r, g, p)
 			acc.add(w[(r-lo)*cols:(r-lo+1)*cols], deq[p*cols:(p+1)*cols])
 		}
 		return nil
@@ -172,9 +156,5 @@ func encodeGrouped(ctx context.Context, threads int, s Scheme, g *quant.Grouped,
 	if err != nil {
 		return nil, err
 	}
-	data := [][]byte{codes, f32Bytes(scales)}
-	if zeros != nil {
-		data = append(data, zeros)
-	}
-	return &encoded{data: data, err: sums}, nil
+	return &encoded{data: out.data(), err: sums}, nil
 }

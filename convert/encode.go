@@ -355,16 +355,50 @@ func encodeBnb4(ctx context.Context, threads int, s Scheme, src *source, rows, c
 	return &encoded{data: [][]byte{packed, nested.Codes, f32Bytes(nested.Absmax), f32Bytes([]float32{nested.Offset}), f32Bytes(nested.Map[:])}, err: sums}, nil
 }
 
+// groupedOut holds the rtn layout of one [rows, cols] weight being written:
+// bit-packed codes per row, float32 scales and (asymmetric) float16 zeros per
+// group. encodeRTN and encodeGrouped (GPTQ/AWQ) fill it row by row.
+type groupedOut struct {
+	bits, cols, ng, rb int
+	codes              []byte
+	scales             []float32
+	zeros              []byte // nil when symmetric
+}
+
+func newGroupedOut(s Scheme, rows, cols int) *groupedOut {
+	o := &groupedOut{bits: s.Bits, cols: cols, ng: rtnGroups(s, cols), rb: rtnRowBytes(s.Bits, cols)}
+	o.codes = make([]byte, rows*o.rb)
+	o.scales = make([]float32, rows*o.ng)
+	if !s.Sym {
+		o.zeros = make([]byte, 2*rows*o.ng)
+	}
+	return o
+}
+
+// put stores row gr of g as output row r.
+func (o *groupedOut) put(r int, g *quant.Grouped, gr int) {
+	ng, cols := o.ng, o.cols
+	packRow(o.codes[r*o.rb:(r+1)*o.rb], g.Codes[gr*cols:(gr+1)*cols], o.bits)
+	copy(o.scales[r*ng:(r+1)*ng], g.Scales[gr*ng:(gr+1)*ng])
+	if o.zeros != nil {
+		for i, z := range g.Zeros[gr*ng : (gr+1)*ng] {
+			binary.LittleEndian.PutUint16(o.zeros[2*(r*ng+i):], float16.Fromfloat32(float32(z)).Bits())
+		}
+	}
+}
+
+// data returns the component tensors' bytes: codes, scales[, zeros].
+func (o *groupedOut) data() [][]byte {
+	d := [][]byte{o.codes, f32Bytes(o.scales)}
+	if o.zeros != nil {
+		d = append(d, o.zeros)
+	}
+	return d
+}
+
 func encodeRTN(ctx context.Context, threads int, s Scheme, src *source, rows, cols int) (*encoded, error) {
 	gs := rtnGroupSize(s, cols)
-	ng := rtnGroups(s, cols)
-	rb := rtnRowBytes(s.Bits, cols)
-	codes := make([]byte, rows*rb)
-	scales := make([]float32, rows*ng)
-	var zeros []byte
-	if !s.Sym {
-		zeros = make([]byte, 2*rows*ng)
-	}
+	out := newGroupedOut(s, rows, cols)
 	sums, err := chunkWork(ctx, threads, rows, cols, func(sc *scratch, lo, hi int, acc *errSums) error {
 		w, _ := sc.grow((hi - lo) * cols)
 		if err := src.rows(w, lo, hi); err != nil {
@@ -375,13 +409,7 @@ func encodeRTN(ctx context.Context, threads int, s Scheme, src *source, rows, co
 			return err
 		}
 		for i := 0; i < hi-lo; i++ {
-			packRow(codes[(lo+i)*rb:(lo+i+1)*rb], g.Codes[i*cols:(i+1)*cols], s.Bits)
-		}
-		copy(scales[lo*ng:hi*ng], g.Scales)
-		if zeros != nil {
-			for i, z := range g.Zeros {
-				binary.LittleEndian.PutUint16(zeros[2*(lo*ng+i):], float16.Fromfloat32(float32(z)).Bits())
-			}
+			out.put(lo+i, g, i)
 		}
 		deq, err := g.Dequantize()
 		if err != nil {
@@ -393,11 +421,7 @@ func encodeRTN(ctx context.Context, threads int, s Scheme, src *source, rows, co
 	if err != nil {
 		return nil, err
 	}
-	data := [][]byte{codes, f32Bytes(scales)}
-	if zeros != nil {
-		data = append(data, zeros)
-	}
-	return &encoded{data: data, err: sums}, nil
+	return &encoded{data: out.data(), err: sums}, nil
 }
 
 // finiteError reports a NaN or infinite source value.
