@@ -91,7 +91,6 @@ type spec struct {
 	vocab        []string       // model vocabulary by id ("" for unused ids)
 	vocabMap     map[string]int // token -> id of vocab, when the parser already built it
 	merges       [][2]string    // merges still as strings (FromParts, or merges before vocab in the file)
-	mergeIDs     [][3]int32     // merges resolved while parsing: left, right, merged id
 	unk          string
 	hasUnk       bool
 	fuseUnk      bool

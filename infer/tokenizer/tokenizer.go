@@ -64,9 +64,8 @@ type Tokenizer struct {
 	ignoreMerges bool
 	byteFallback bool
 	fuseUnk      bool
-	unk          int       // -1 if none
-	byteToken    [256]int  // byte-level: id of the one-byte token; SentencePiece: id of <0xNN>; -1 if absent
-	continuing   [2]string // continuing_subword_prefix, end_of_word_suffix (unsupported when set)
+	unk          int      // -1 if none
+	byteToken    [256]int // byte-level: id of the one-byte token; SentencePiece: id of <0xNN>; -1 if absent
 
 	added       []addedToken
 	addedRaw    *addedMatcher // added tokens matched on the raw text (normalized=false)
