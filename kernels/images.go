@@ -14,7 +14,7 @@ import (
 var files embed.FS
 
 // Modules lists the kernel modules, one per .cu file.
-var Modules = []string{"attention", "matvec", "norm", "rope"}
+var Modules = []string{"attention", "gemm", "matvec", "norm", "rope", "sample"}
 
 // Image is one module's code in the forms a driver can load.
 type Image struct {

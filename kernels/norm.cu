@@ -25,23 +25,19 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __r
     for (long long j = threadIdx.x; j < dim; j += blockDim.x) out[i * dim + j] = w[j] * (xr[j] * inv);
 }
 
-// argmax: ids[i] = the index of the largest of the vocab values of row i
-// (the lowest index on ties; NaN never wins). One block per row.
-extern "C" __global__ void argmax(const float* __restrict__ logits, int* __restrict__ ids, long long n, long long vocab) {
-    const long long i = blockIdx.x;
-    if (i >= n) return;
-    const float* l = logits + i * vocab;
-    float best = -INFINITY;
-    int bi = 0x7fffffff;
-    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float v = l[j];
-        if (v > best) { best = v; bi = (int)j; }
-    }
+// argmax_reduce folds (value, index) into (best, bi): larger value wins, the
+// lower index on ties; NaN never wins.
+__device__ __forceinline__ void argmax_fold(float& best, int& bi, float v, int i) {
+    if (v > best || (v == best && i < bi)) { best = v; bi = i; }
+}
+
+// argmax_block reduces the block's (best, bi) pairs; thread 0 gets the result.
+__device__ __forceinline__ void argmax_block(float& best, int& bi) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+        argmax_fold(best, bi, ov, oi);
     }
     __shared__ float sv[32];
     __shared__ int si[32];
@@ -55,8 +51,43 @@ extern "C" __global__ void argmax(const float* __restrict__ logits, int* __restr
         for (int o = 16; o > 0; o >>= 1) {
             float ov = __shfl_xor_sync(0xffffffffu, best, o);
             int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+            argmax_fold(best, bi, ov, oi);
         }
-        if (threadIdx.x == 0) ids[i] = bi == 0x7fffffff ? 0 : bi;
     }
+}
+
+// argmax_part: grid (n, parts); block (i, b) finds the best of its slice of
+// row i and writes (value, index) to part[(i*parts + b)*2] (index as int bits).
+extern "C" __global__ void argmax_part(const float* __restrict__ logits, float* __restrict__ part, long long n,
+                                       long long vocab) {
+    const long long i = blockIdx.x;
+    if (i >= n) return;
+    const long long per = (vocab + gridDim.y - 1) / gridDim.y;
+    const long long j0 = (long long)blockIdx.y * per, j1 = min(vocab, j0 + per);
+    const float* l = logits + i * vocab;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) argmax_fold(best, bi, l[j], (int)j);
+    argmax_block(best, bi);
+    if (threadIdx.x == 0) {
+        float* o = part + (i * gridDim.y + blockIdx.y) * 2;
+        o[0] = best;
+        o[1] = __int_as_float(bi);
+    }
+}
+
+// argmax_final: ids[i] = the index of the best of row i's parts (0 if every
+// value was NaN or -inf). One block of at least parts threads per row.
+extern "C" __global__ void argmax_final(const float* __restrict__ part, int* __restrict__ ids, long long n,
+                                        long long parts) {
+    const long long i = blockIdx.x;
+    if (i >= n) return;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (long long b = threadIdx.x; b < parts; b += blockDim.x) {
+        const float* p = part + (i * parts + b) * 2;
+        argmax_fold(best, bi, p[0], __float_as_int(p[1]));
+    }
+    argmax_block(best, bi);
+    if (threadIdx.x == 0) ids[i] = bi == 0x7fffffff ? 0 : bi;
 }

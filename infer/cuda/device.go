@@ -53,6 +53,8 @@ type Device struct {
 	// upload or a device copy lands); the next launch synchronises first.
 	fencePending bool
 	args         []uint64
+	blas         *blas // cuBLAS, loaded on first use (gemm.go)
+	blasErr      error
 }
 
 // Open initialises device ordinal: it checks the driver version and the
@@ -151,6 +153,8 @@ func (d *Device) Close() error {
 
 func (d *Device) closeLocked() error {
 	var errs []error
+	d.blas.close()
+	d.blas = nil
 	if d.st.s != nil {
 		d.st.destroy()
 		d.st = stream{}

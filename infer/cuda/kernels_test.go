@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 
+	"github.com/x448/float16"
 	"gorgonia.org/cu"
 
 	"qllama/infer"
@@ -287,12 +289,14 @@ func TestRopeAttention(t *testing.T) {
 	var pos, kvcap []int32
 	var kvbase []uint64
 	var seqOf []int
+	var caches []cu.DevicePtr
 	for s, l := range lens {
 		p, err := dev.alloc(int64(layers*2*caps[s]*kvDim*4), "cache")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cu.MemFree(p)
+		caches = append(caches, p)
 		for j := 0; j < l; j++ {
 			pos, kvcap, kvbase, seqOf = append(pos, int32(j)), append(kvcap, int32(caps[s])), append(kvbase, uint64(p)), append(seqOf, s)
 		}
@@ -303,7 +307,8 @@ func TestRopeAttention(t *testing.T) {
 	dbase, _ := upload(dev, kvbase, "base")
 	dfreq, _ := upload(dev, invFreq, "freq")
 	defer func() { cu.MemFree(dpos); cu.MemFree(dcap); cu.MemFree(dbase); cu.MemFree(dfreq) }()
-	if err := dev.launch("rope_store", dim3{x: n}, 128, 0, dq, dk, dv, dpos, dbase, dcap, dfreq,
+	// Three blocks per row: the rotations and copies are spread over them.
+	if err := dev.launch("rope_store", dim3{x: n, y: 3}, 128, 0, dq, dk, dv, dpos, dbase, dcap, dfreq,
 		int64(layer), int64(heads), int64(kvheads), int64(hd), int64(n)); err != nil {
 		t.Fatal(err)
 	}
@@ -322,6 +327,35 @@ func TestRopeAttention(t *testing.T) {
 			t.Fatal(err)
 		}
 		gotAtt = append(gotAtt, fetch(t, att, n*qDim))
+	}
+	// The GEMM path's Model.attention: the 300-row sequence by GEMMs (in
+	// float32 and TF32, in query chunks of 512 and 128), the 5-row one by the
+	// split kernels at row offset 300.
+	bl, err := dev.blasHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tf32 []int
+	for _, v := range []struct {
+		precise bool
+		attQ    int64
+	}{{true, 0}, {true, 128}, {false, 0}, {false, 128}} {
+		g := &Model{d: dev, Config: infer.Config{Heads: heads, KVHeads: kvheads, HeadDim: hd}, precise: v.precise, attQ: v.attQ}
+		g.buf.q = dq
+		g.buf.att = poisoned(t, n*qDim)
+		g.buf.partial = poisoned(t, n*heads*(hd+2))
+		if err := g.ensure(&g.buf.sc, &g.buf.scCap, int64(heads*300*300*4), "scores"); err != nil {
+			t.Fatal(err)
+		}
+		spans := []span{{r0: 0, n: 300, kv: caches[0], cap: 320}, {r0: 300, n: 5, kv: caches[1], cap: 8}}
+		if err := g.attention(bl, layer, spans, 1, attChunkSmall, dbase, dpos, dcap); err != nil {
+			t.Fatal(err)
+		}
+		if !v.precise {
+			tf32 = append(tf32, len(gotAtt))
+		}
+		gotAtt = append(gotAtt, fetch(t, g.buf.att, n*qDim))
+		cu.MemFree(g.buf.sc)
 	}
 
 	// Reference.
@@ -391,7 +425,11 @@ func TestRopeAttention(t *testing.T) {
 		start += l
 	}
 	for i, got := range gotAtt {
-		if e := relErr(got, wantAtt); e > 1e-5 {
+		tol := 1e-5
+		if slices.Contains(tf32, i) {
+			tol = 2e-3 // TF32 scores and products: 10-bit mantissas
+		}
+		if e := relErr(got, wantAtt); e > tol {
 			t.Errorf("attention (chunk variant %d): relative error %.3g", i, e)
 		}
 	}
@@ -415,9 +453,11 @@ func TestArgmax(t *testing.T) {
 	defer cu.MemFree(ids)
 	dev.fencePending = true
 	cu.MemsetD32(ids, 0xffffffff, n)
-	if err := dev.launch("argmax", dim3{x: n}, argmaxThreads, 0, dx, ids, int64(n), int64(vocab)); err != nil {
+	g := &Model{d: dev, Config: infer.Config{Vocab: vocab}}
+	if err := g.argmax(dx, ids, n); err != nil {
 		t.Fatal(err)
 	}
+	defer cu.MemFree(g.buf.amax)
 	if err := cu.Synchronize(); err != nil {
 		t.Fatal(err)
 	}
@@ -429,5 +469,115 @@ func TestArgmax(t *testing.T) {
 		if want := infer.Argmax(x[r*vocab : (r+1)*vocab]); int(got[r]) != want {
 			t.Errorf("row %d: got %d, want %d", r, got[r], want)
 		}
+	}
+}
+
+// TestGemmLinear checks the tensor-core path's linear layer (dequantise to
+// FP16 in row slices, FP16 activations, cuBLAS GEMM with float32
+// accumulation; float32 weights stay float32) against the CPU Linear for
+// every format, storing and adding, with one slice and with several.
+func TestGemmLinear(t *testing.T) {
+	defer dev.bind()()
+	bl, err := dev.blasHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cuBLAS %d from %s", bl.Version, bl.Path)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, shape := range [][2]int{{100, 256}, {24, 172}} {
+		rows, cols := shape[0], shape[1]
+		for _, f := range weightFormats {
+			wv := randVec(rng, rows*cols, 0.05)
+			W := f.make(t, wv, rows, cols)
+			if W == nil {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/%dx%d", f.name, rows, cols), func(t *testing.T) {
+				defer dev.bind()()
+				dw, err := dev.uploadWeight("w", W)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dw.free()
+				tol := 3e-3 // FP16 weights and activations
+				if dw.format == fmtF32 {
+					tol = 1e-5
+				}
+				for _, dq := range []int64{0, 7} {
+					g := &Model{d: dev, dqRows: dq}
+					for _, n := range []int{9, 37} {
+						x := randVec(rng, n*cols, 1)
+						want := make([]float32, n*rows)
+						W.MatMul(want, x, n)
+						dx := devF32(t, x)
+						var have int64
+						if err := g.ensure(&g.buf.xh, &have, int64(n*cols*2), "x"); err != nil {
+							t.Fatal(err)
+						}
+						if err := g.ensure(&g.buf.wh, &g.buf.whCap, dequantHalfs*2, "w"); err != nil {
+							t.Fatal(err)
+						}
+						if err := dev.launch("to_half", dim3{x: (n*cols + 255) / 256}, 256, 0, dx, g.buf.xh, int64(n*cols)); err != nil {
+							t.Fatal(err)
+						}
+						dy := poisoned(t, n*rows)
+						if err := g.linear(bl, dw, dx, dy, int64(n), false); err != nil {
+							t.Fatal(err)
+						}
+						if e := relErr(fetch(t, dy, n*rows), want); e > tol {
+							t.Errorf("slices of %d rows, n=%d store: relative error %.3g", dq, n, e)
+						}
+						base := randVec(rng, n*rows, 1)
+						dy = devF32(t, base)
+						if err := g.linear(bl, dw, dx, dy, int64(n), true); err != nil {
+							t.Fatal(err)
+						}
+						for i := range base {
+							base[i] += want[i]
+						}
+						if e := relErr(fetch(t, dy, n*rows), base); e > tol {
+							t.Errorf("slices of %d rows, n=%d add: relative error %.3g", dq, n, e)
+						}
+					}
+					cu.MemFree(g.buf.xh)
+					cu.MemFree(g.buf.wh)
+				}
+			})
+		}
+	}
+}
+
+// TestSiluMul checks the GEMM path's SwiGLU product in both output types.
+func TestSiluMul(t *testing.T) {
+	defer dev.bind()()
+	rng := rand.New(rand.NewPCG(13, 14))
+	const n = 1000
+	a, b := randVec(rng, n, 4), randVec(rng, n, 1)
+	want := make([]float32, n)
+	for i := range want {
+		want[i] = float32(float64(a[i]) / (1 + math.Exp(-float64(a[i]))) * float64(b[i]))
+	}
+	da, db, out := devF32(t, a), devF32(t, b), poisoned(t, n)
+	oh, err := dev.alloc(2*n, "half out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(oh)
+	if err := dev.launch("silu_mul", dim3{x: 4}, 256, 0, da, db, out, oh, int64(n)); err != nil {
+		t.Fatal(err)
+	}
+	if e := relErr(fetch(t, out, n), want); e > 1e-6 {
+		t.Errorf("float32 output: relative error %.3g", e)
+	}
+	h := make([]uint16, n)
+	if err := download(h, oh); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, n)
+	for i, v := range h {
+		got[i] = float16.Frombits(v).Float32()
+	}
+	if e := relErr(got, want); e > 1e-3 {
+		t.Errorf("FP16 output: relative error %.3g", e)
 	}
 }

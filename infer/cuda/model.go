@@ -54,8 +54,17 @@ type Model struct {
 	// GraphError is why graph capture was given up, if it was.
 	GraphError  error
 	graphFailed bool
-	graphs      map[graphKey]graph
-	buf         buffers
+	// UseGemm runs steps of more than gemmRows tokens on the tensor-core path
+	// (gemm.go) when cuBLAS loads; Upload turns it on. GemmError is why that
+	// path was not taken, if cuBLAS failed to load.
+	UseGemm   bool
+	GemmError error
+	precise   bool  // every weight is float32: the GEMM path stays float32
+	attQ      int64 // tests: queries per GEMM-attention chunk (0: attChunk's choice)
+	dqRows    int64 // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
+
+	graphs map[graphKey]graph
+	buf    buffers
 }
 
 // buffers are the per-step scratch allocations, grown to the largest step.
@@ -66,6 +75,10 @@ type buffers struct {
 	partial, meta   cu.DevicePtr
 	ids             cu.DevicePtr
 	metaCap         int64
+	// the GEMM path (gemm.go): up-projection output, FP16 activations, FP16
+	// weight slices, attention scores, argmax partials.
+	u, xh, wh, sc, amax          cu.DevicePtr
+	grows, whCap, scCap, amaxCap int64
 }
 
 // Upload copies m's weights to the device, keeping each in its packed format.
@@ -81,7 +94,7 @@ func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
 		return nil, fmt.Errorf("cuda: head dim %d: the attention kernel needs a multiple of 4, at most %d", c.HeadDim, maxHeadDim)
 	}
 	defer d.bind()()
-	g := &Model{Config: *c, d: d, UseGraphs: true, graphs: map[graphKey]graph{}}
+	g := &Model{Config: *c, d: d, UseGraphs: true, UseGemm: true, graphs: map[graphKey]graph{}}
 	defer func() {
 		if err != nil {
 			g.closeLocked()
@@ -148,6 +161,10 @@ func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
 		return nil, err
 	}
 	g.vecs = append(g.vecs, g.invFreq)
+	g.precise = true
+	for _, w := range g.weights {
+		g.precise = g.precise && w.format == fmtF32
+	}
 	return g, nil
 }
 
@@ -182,7 +199,7 @@ func (g *Model) closeLocked() {
 	}
 	g.vecs = nil
 	b := &g.buf
-	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids} {
+	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids, b.u, b.xh, b.wh, b.sc, b.amax} {
 		if p != 0 {
 			cu.MemFree(p)
 		}
@@ -330,6 +347,13 @@ func (g *Model) run(steps []Step) (int, error) {
 		}
 	}
 	nsel := len(sel)
+	spans := make([]span, len(steps))
+	t = 0
+	for i, s := range steps {
+		spans[i] = span{r0: int64(t), n: int64(len(s.Tokens)), start: int64(s.Cache.Len), kv: s.Cache.ptr, cap: int64(s.Cache.Cap)}
+		t += len(s.Tokens)
+	}
+	gemm := g.useGemm(n)
 	metaBytes := int64(n)*8 + int64(3*n+nsel)*4
 	meta := make([]byte, metaBytes)
 	le := binary.LittleEndian
@@ -389,6 +413,11 @@ func (g *Model) run(steps []Step) (int, error) {
 			return 0, err
 		}
 	}
+	if gemm {
+		if err := g.gemmBuffers(int64(n), spans); err != nil {
+			return 0, err
+		}
+	}
 	if err := g.d.fence(); err != nil {
 		return 0, err
 	}
@@ -405,13 +434,16 @@ func (g *Model) run(steps []Step) (int, error) {
 	dSel := dCap + cu.DevicePtr(4*n)
 
 	enqueue := func() error {
+		if gemm {
+			return g.enqueueGemm(n, nsel, nsplit, chunk, spans, kvbase, dIDs, dPos, dCap, dSel)
+		}
 		return g.enqueue(n, nsel, nsplit, chunk, kvbase, dIDs, dPos, dCap, dSel)
 	}
 	var err error
 	key := graphKey{n, nsel, nsplit, chunk}
 	if ex, ok := g.graphs[key]; ok {
 		err = g.d.st.run(ex)
-	} else if g.UseGraphs && !g.graphFailed && n <= maxGraphRows {
+	} else if g.UseGraphs && !g.graphFailed && n <= maxGraphRows && !gemm {
 		var ex graph
 		if ex, err = g.d.st.capture(enqueue); err != nil {
 			// Run without graphs from now on; the error is kept for reports.
@@ -463,8 +495,7 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 		do(g.matvec(L.q, xin, b.q, N, false, nw))
 		do(g.matvec(L.k, xin, b.k, N, false, nw))
 		do(g.matvec(L.v, xin, b.v, N, false, nw))
-		do(g.d.launch("rope_store", dim3{x: n}, 128, 0, b.q, b.k, b.v, dPos, kvbase, dCap, g.invFreq,
-			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), N))
+		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
 		do(g.d.launch("attn_partial", dim3{n, c.Heads, int(nsplit)}, 128, 0, b.q, b.partial, dPos, kvbase, dCap,
 			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), scale, nsplit, chunk))
 		do(g.d.launch("attn_combine", dim3{x: n, y: c.Heads}, 128, 0, b.partial, b.att, int64(c.Heads), int64(c.HeadDim), nsplit))
@@ -613,7 +644,7 @@ func (g *Model) Greedy(steps []Step) ([]int, error) {
 	if nsel > 4096 {
 		return nil, fmt.Errorf("cuda: greedy: %d sequences in one step, at most 4096", nsel)
 	}
-	if err := g.d.launch("argmax", dim3{x: nsel}, argmaxThreads, 0, g.buf.logits, g.buf.ids, int64(nsel), int64(g.Vocab)); err != nil {
+	if err := g.argmax(g.buf.logits, g.buf.ids, int64(nsel)); err != nil {
 		return nil, err
 	}
 	if err := g.d.st.sync(); err != nil {

@@ -5,6 +5,7 @@ package cuda
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -36,13 +37,18 @@ func loadHF(t testing.TB, dir string) *infer.Model {
 // token), then decode steps feeding the CPU's greedy ids. It checks every
 // logits row against tol (relative error) and the GPU's greedy ids where the
 // CPU's top-two margin is clear.
-func compareModel(t *testing.T, m *infer.Model, tol float64, lens []int, decode int) {
+// Steps of more than gemmRows tokens take the tensor-core path unless opts
+// turn it off.
+func compareModel(t *testing.T, m *infer.Model, tol float64, lens []int, decode int, opts ...func(*Model)) {
 	t.Helper()
 	g, err := dev.Upload(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	for _, o := range opts {
+		o(g)
+	}
 	rng := rand.New(rand.NewPCG(uint64(m.Vocab), uint64(m.Dim)))
 	cpu := infer.NewRunner(m)
 	cc := make([]*infer.KVCache, len(lens))
@@ -111,6 +117,9 @@ func compareModel(t *testing.T, m *infer.Model, tol float64, lens []int, decode 
 	if g.GraphError != nil {
 		t.Errorf("decode steps ran without CUDA graphs: %v", g.GraphError)
 	}
+	if g.GemmError != nil {
+		t.Errorf("the tensor-core path was not taken: %v", g.GemmError)
+	}
 	t.Logf("worst logits relative error %.3g over %d steps (formats %v, %d graphs)", worst, decode+1, g.Formats(), len(g.graphs))
 }
 
@@ -140,11 +149,15 @@ func TestModelSmall(t *testing.T) {
 	for _, name := range []string{"stories260k", "random_llama32"} {
 		m := loadHF(t, testutil.Shared(t, "models", name))
 		t.Run(name+"/f32", func(t *testing.T) { compareModel(t, m, 1e-4, []int{9, 1, 300}, 4) })
-		t.Run(name+"/f16", func(t *testing.T) {
-			compareModel(t, requantize(t, m, "f16", "f16"), 1e-4, []int{5, 12}, 3)
-		})
+		t.Run(name+"/f32/matvec", func(t *testing.T) { compareModel(t, m, 1e-4, []int{9, 1, 300}, 2, noGemm) })
+		f16 := requantize(t, m, "f16", "f16")
+		// FP16 activations on the GEMM path: FP16 tolerance.
+		t.Run(name+"/f16", func(t *testing.T) { compareModel(t, f16, 3e-3, []int{5, 12, 40}, 3) })
+		t.Run(name+"/f16/matvec", func(t *testing.T) { compareModel(t, f16, 1e-4, []int{5, 12}, 3, noGemm) })
 	}
 }
+
+func noGemm(g *Model) { g.UseGemm = false }
 
 // requantize returns m with every layer weight in format layerFmt (a name of
 // weightFormats) and the embedding (and a tied lm_head) in embFmt, a traits
@@ -199,6 +212,7 @@ func requantize(t testing.TB, m *infer.Model, layerFmt, embFmt string) *infer.Mo
 // Formats of the full-size check: layer format, embedding/lm_head format.
 var fullFormats = [][2]string{
 	{"f16", "f16"}, {"q8_0", "q8_0"}, {"q4_0", "q4_0"}, {"int4 g128 asym", "f16"}, {"int3 g128 asym", "f16"}, {"nf4", "f16"},
+	{"q4_1", "q4_1"}, {"q5_0", "q5_0"}, {"q5_1", "q5_1"}, {"iq4_nl", "iq4_nl"}, {"q4_k", "q4_k"}, {"q6_k", "q6_k"},
 }
 
 // TestModel1B compares a full-size random Llama-3.2-1B on the GPU with the
@@ -210,10 +224,18 @@ func TestModel1B(t *testing.T) {
 	m := loadHF(t, *model1B)
 	for _, f := range fullFormats {
 		t.Run(f[0], func(t *testing.T) {
-			compareModel(t, requantize(t, m, f[0], f[1]), 1e-3, []int{7, 1}, 2)
+			q := requantize(t, m, f[0], f[1])
+			compareModel(t, q, 1e-3, []int{7, 1}, 2)
+			// A 40-token prompt beside a 5-token one: the tensor-core path
+			// (FP16 activations) with GEMM and split-K attention in one step.
+			compareModel(t, q, 3e-3, []int{40, 5}, 1)
 		})
 	}
 }
+
+// opaqueTensor is a quantized tensor type the GPU does not know (every
+// ggml block format is supported now).
+type opaqueTensor struct{ quant.Tensor }
 
 // TestErrors checks the clear errors: an unsupported format, a bad token, a
 // step without a cache, and an allocation larger than the device.
@@ -221,17 +243,16 @@ func TestErrors(t *testing.T) {
 	m := loadHF(t, testutil.Shared(t, "models", "stories260k"))
 	q := *m
 	q.Layers = append([]infer.Layer(nil), m.Layers...)
-	tr, _ := quant.Lookup("q4_1")
 	d := m.Layers[0].Q.(*infer.Dense)
-	p, err := packRows(tr, d.W, d.R, d.C)
+	i8, err := quant.QuantizeInt8(d.W, d.R, d.C)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q.Layers[0].Q = p
+	q.Layers[0].Q = &infer.TensorLinear{T: opaqueTensor{i8}}
 	_, err = dev.Upload(&q)
 	var ue *UnsupportedError
-	if !errors.As(err, &ue) || ue.Format != "q4_1" {
-		t.Errorf("q4_1 upload: got %v, want an UnsupportedError for q4_1", err)
+	if want := fmt.Sprintf("%T", opaqueTensor{}); !errors.As(err, &ue) || ue.Format != want {
+		t.Errorf("upload of an unknown tensor type: got %v, want an UnsupportedError for %s", err, want)
 	} else {
 		t.Log(err)
 	}

@@ -1,0 +1,317 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gorgonia.org/cu"
+)
+
+// The tensor-core path. Steps of more than gemmRows tokens (prefill, large
+// batches) run every linear layer as a cuBLAS GEMM instead of the
+// matrix-vector kernels: a packed weight is dequantised to FP16 in slices of
+// at most dequantHalfs values (FP16 weights are used in place), the
+// activations are rounded to FP16, and cuBLAS accumulates in float32 on the
+// tensor cores. float32 weights (the reference) stay float32 end to end
+// (CUBLAS_COMPUTE_32F, no TF32). A sequence with at least attGemmRows new
+// tokens in a step gets its attention from two strided-batched GEMMs (scores,
+// then values) around a causal softmax kernel, in query chunks whose scores
+// fit attScoreBytes; shorter sequences of the same step use the split-K
+// kernels.
+const (
+	gemmRows      = fuseNormRows
+	attGemmRows   = 16
+	attQueryChunk = 512
+	attScoreBytes = 256 << 20
+	dequantHalfs  = 16 << 20
+	argmaxParts   = 64
+)
+
+// span is one sequence's rows in a step: rows [r0, r0+n) at cache positions
+// [start, start+n) of the cache at kv (capacity cap positions).
+type span struct {
+	r0, n, start int64
+	kv           cu.DevicePtr
+	cap          int64
+}
+
+// blasHandle returns the device's cuBLAS handle, loading the library on first
+// use; a failure is remembered and returned again.
+func (d *Device) blasHandle() (*blas, error) {
+	if d.blas == nil && d.blasErr == nil {
+		d.blas, d.blasErr = d.openBlas()
+	}
+	return d.blas, d.blasErr
+}
+
+// useGemm says whether a step of n rows takes the tensor-core path.
+func (g *Model) useGemm(n int) bool {
+	if !g.UseGemm || n <= gemmRows {
+		return false
+	}
+	if _, err := g.d.blasHandle(); err != nil {
+		g.GemmError = err
+		return false
+	}
+	return true
+}
+
+// gemmBuffers grows the GEMM path's scratch for n rows and the spans'
+// attention scores.
+func (g *Model) gemmBuffers(n int64, spans []span) error {
+	c := &g.Config
+	b := &g.buf
+	dim, qDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), int64(c.FFNDim)
+	if n > b.grows || b.u == 0 {
+		for _, x := range []struct {
+			p    *cu.DevicePtr
+			size int64
+		}{{&b.u, ffn * 4}, {&b.xh, max(dim, qDim, ffn) * 2}} {
+			var have int64
+			if *x.p != 0 {
+				cu.MemFree(*x.p)
+				*x.p = 0
+			}
+			if err := g.ensure(x.p, &have, n*x.size, fmt.Sprintf("FP16 activations of %d tokens", n)); err != nil {
+				b.grows = 0
+				return err
+			}
+		}
+		b.grows = n
+	}
+	if err := g.ensure(&b.wh, &b.whCap, dequantHalfs*2, "the FP16 weight scratch"); err != nil {
+		return err
+	}
+	var sc int64
+	for _, s := range spans {
+		if s.n >= attGemmRows {
+			_, ld := g.attChunk(s)
+			sc = max(sc, int64(c.Heads)*min(s.n, attQueryChunk)*ld*4)
+		}
+	}
+	sc = min(sc, attScoreBytes)
+	if sc > 0 {
+		return g.ensure(&b.sc, &b.scCap, sc, "attention scores")
+	}
+	return nil
+}
+
+// attChunk returns the queries per chunk of a span's GEMM attention and the
+// leading dimension of its score matrices (keys, rounded up to 4).
+func (g *Model) attChunk(s span) (int64, int64) {
+	ld := (s.start + s.n + 3) &^ 3
+	q := min(s.n, attQueryChunk, max(1, attScoreBytes/(int64(g.Heads)*ld*4)))
+	if g.attQ > 0 {
+		q = min(s.n, g.attQ)
+	}
+	return q, ld
+}
+
+// enqueueGemm launches one forward step on the tensor-core path (see the
+// constants above); the arguments are enqueue's.
+func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+	c := &g.Config
+	b := &g.buf
+	bl := g.d.blas
+	dim, qDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), int64(c.FFNDim)
+	N := int64(n)
+	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
+		return err
+	}
+	eps := float64(c.NormEps)
+	var errs []error
+	do := func(err error) { errs = append(errs, err) }
+	half := func(src cu.DevicePtr, count int64, ws ...*weight) {
+		for _, w := range ws {
+			if w.format != fmtF32 {
+				do(g.d.launch("to_half", dim3{x: int((count + 255) / 256)}, 256, 0, src, b.xh, count))
+				return
+			}
+		}
+	}
+	for l := range g.layers {
+		L := &g.layers[l]
+		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+		half(b.xn, N*dim, L.q, L.k, L.v)
+		do(g.linear(bl, L.q, b.xn, b.q, N, false))
+		do(g.linear(bl, L.k, b.xn, b.k, N, false))
+		do(g.linear(bl, L.v, b.xn, b.v, N, false))
+		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
+		do(g.attention(bl, int64(l), spans, nsplit, chunk, kvbase, dPos, dCap))
+		half(b.att, N*qDim, L.o)
+		do(g.linear(bl, L.o, b.att, b.x, N, true))
+		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+		half(b.xn, N*dim, L.gate, L.up)
+		do(g.linear(bl, L.gate, b.xn, b.h, N, false))
+		do(g.linear(bl, L.up, b.xn, b.u, N, false))
+		outf, outh := b.h, b.xh
+		if L.down.format != fmtF32 {
+			outf = 0
+		} else {
+			outh = 0
+		}
+		do(g.d.launch("silu_mul", dim3{x: int((N*ffn + 255) / 256)}, 256, 0, b.h, b.u, outf, outh, N*ffn))
+		do(g.linear(bl, L.down, b.h, b.x, N, true))
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
+	if nsel > gemmRows {
+		half(b.xn, int64(nsel)*dim, g.output)
+		do(g.linear(bl, g.output, b.xn, b.logits, int64(nsel), false))
+	} else {
+		do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
+	}
+	return errors.Join(errs...)
+}
+
+// linear computes dst (+)= W x for n rows by GEMM: x is xf (float32) for a
+// float32 weight and buf.xh (its FP16 copy, made by the caller) otherwise.
+func (g *Model) linear(bl *blas, w *weight, xf, dst cu.DevicePtr, n int64, add bool) error {
+	beta := 0.0
+	if add {
+		beta = 1
+	}
+	rows, cols := int64(w.rows), int64(w.cols)
+	out := mat{ptr: dst, dt: dtF32, ld: rows}
+	switch w.format {
+	case fmtF32:
+		return bl.gemm(opT, opN, rows, n, cols, 1, mat{ptr: w.data, dt: dtF32, ld: cols}, mat{ptr: xf, dt: dtF32, ld: cols}, beta, out, 1, compute32F)
+	case fmtF16:
+		return bl.gemm(opT, opN, rows, n, cols, 1, mat{ptr: w.data, dt: dtF16, ld: cols}, mat{ptr: g.buf.xh, dt: dtF16, ld: cols}, beta, out, 1, compute32F)
+	}
+	chunk := max(1, dequantHalfs/cols)
+	if g.dqRows > 0 {
+		chunk = g.dqRows
+	}
+	args := w.args()
+	name := "dequant_" + fmtNames[w.format]
+	for r0 := int64(0); r0 < rows; r0 += chunk {
+		nr := min(chunk, rows-r0)
+		threads := nr * cols
+		if cols%8 == 0 {
+			threads /= 8
+		}
+		if err := g.d.launch(name, dim3{x: int((threads + 255) / 256)}, 256, 0, append(args, g.buf.wh, r0, nr, cols)...); err != nil {
+			return err
+		}
+		out.ptr = dst + cu.DevicePtr(r0*4)
+		if err := bl.gemm(opT, opN, nr, n, cols, 1, mat{ptr: g.buf.wh, dt: dtF16, ld: cols}, mat{ptr: g.buf.xh, dt: dtF16, ld: cols}, beta, out, 1, compute32F); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ropeStore launches rope_store over n rows (q rotated in place, k and v
+// stored in the caches).
+func (g *Model) ropeStore(l, n int64, kvbase, dPos, dCap cu.DevicePtr) error {
+	c := &g.Config
+	items := int64((c.Heads+c.KVHeads)*c.HeadDim/2) + g.kvDim()
+	b := &g.buf
+	return g.d.launch("rope_store", dim3{x: int(n), y: int((items + 127) / 128)}, 128, 0, b.q, b.k, b.v, dPos, kvbase, dCap, g.invFreq,
+		l, int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), n)
+}
+
+// splitAttention launches the split-K attention kernels over rows [r0,
+// r0+cnt) of the step.
+func (g *Model) splitAttention(l, r0, cnt, nsplit, chunk int64, kvbase, dPos, dCap cu.DevicePtr) error {
+	c := &g.Config
+	b := &g.buf
+	hd, heads := int64(c.HeadDim), int64(c.Heads)
+	qDim := heads * hd
+	part := b.partial + cu.DevicePtr(r0*heads*nsplit*(hd+2)*4)
+	scale := 1 / math.Sqrt(float64(c.HeadDim))
+	if err := g.d.launch("attn_partial", dim3{int(cnt), c.Heads, int(nsplit)}, 128, 0, b.q+cu.DevicePtr(r0*qDim*4), part,
+		dPos+cu.DevicePtr(4*r0), kvbase+cu.DevicePtr(8*r0), dCap+cu.DevicePtr(4*r0),
+		l, heads, int64(c.KVHeads), hd, scale, nsplit, chunk); err != nil {
+		return err
+	}
+	return g.d.launch("attn_combine", dim3{x: int(cnt), y: c.Heads}, 128, 0, part, b.att+cu.DevicePtr(r0*qDim*4), heads, hd, nsplit)
+}
+
+// attention fills buf.att for every span of layer l: GEMM attention for
+// spans of at least attGemmRows rows, the split-K kernels for runs of
+// shorter ones.
+func (g *Model) attention(bl *blas, l int64, spans []span, nsplit, chunk int64, kvbase, dPos, dCap cu.DevicePtr) error {
+	for i := 0; i < len(spans); {
+		if spans[i].n >= attGemmRows {
+			if err := g.gemmAttention(bl, l, spans[i]); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
+		j := i
+		for j < len(spans) && spans[j].n < attGemmRows {
+			j++
+		}
+		r0 := spans[i].r0
+		if err := g.splitAttention(l, r0, spans[j-1].r0+spans[j-1].n-r0, nsplit, chunk, kvbase, dPos, dCap); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// gemmAttention computes one sequence's causal attention for layer l: per
+// query chunk, S = K^T Q / sqrt(hd) for every head (one strided-batched GEMM
+// per head of a GQA group, batched over the KV heads), softmax_causal, then
+// O = V P. Scores use TF32 tensor cores unless the model is float32.
+func (g *Model) gemmAttention(bl *blas, l int64, s span) error {
+	c := &g.Config
+	b := &g.buf
+	hd, heads, kvh := int64(c.HeadDim), int64(c.Heads), int64(c.KVHeads)
+	rep, qDim, kvDim := heads/kvh, heads*hd, g.kvDim()
+	kbase := s.kv + cu.DevicePtr(2*l*s.cap*kvDim*4)
+	vbase := kbase + cu.DevicePtr(s.cap*kvDim*4)
+	comp := compute32FTF32
+	if g.precise {
+		comp = compute32F
+	}
+	scale := 1 / math.Sqrt(float64(hd))
+	tq, _ := g.attChunk(s)
+	for q0 := int64(0); q0 < s.n; q0 += tq {
+		nq := min(tq, s.n-q0)
+		L := s.start + q0 + nq
+		ld := (L + 3) &^ 3
+		qrow := (s.r0 + q0) * qDim
+		for j := range rep {
+			S := mat{ptr: b.sc + cu.DevicePtr(j*nq*ld*4), dt: dtF32, ld: ld, stride: rep * nq * ld}
+			if err := bl.gemm(opT, opN, L, nq, hd, scale,
+				mat{ptr: kbase, dt: dtF32, ld: kvDim, stride: hd},
+				mat{ptr: b.q + cu.DevicePtr((qrow+j*hd)*4), dt: dtF32, ld: qDim, stride: rep * hd},
+				0, S, int(kvh), comp); err != nil {
+				return err
+			}
+		}
+		if err := g.d.launch("softmax_causal", dim3{x: int(heads * nq)}, 256, 0, b.sc, heads*nq, nq, ld, L, s.start+q0); err != nil {
+			return err
+		}
+		for j := range rep {
+			if err := bl.gemm(opN, opN, hd, nq, L, 1,
+				mat{ptr: vbase, dt: dtF32, ld: kvDim, stride: hd},
+				mat{ptr: b.sc + cu.DevicePtr(j*nq*ld*4), dt: dtF32, ld: ld, stride: rep * nq * ld},
+				0, mat{ptr: b.att + cu.DevicePtr((qrow+j*hd)*4), dt: dtF32, ld: qDim, stride: rep * hd}, int(kvh), comp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// argmax launches the two-stage argmax of n logits rows into ids.
+func (g *Model) argmax(logits, ids cu.DevicePtr, n int64) error {
+	if err := g.ensure(&g.buf.amax, &g.buf.amaxCap, n*argmaxParts*8, "argmax partials"); err != nil {
+		return err
+	}
+	if err := g.d.launch("argmax_part", dim3{x: int(n), y: argmaxParts}, 256, 0, logits, g.buf.amax, n, int64(g.Vocab)); err != nil {
+		return err
+	}
+	return g.d.launch("argmax_final", dim3{x: int(n)}, argmaxParts, 0, g.buf.amax, ids, n, int64(argmaxParts))
+}
