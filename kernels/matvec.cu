@@ -8,9 +8,6 @@
 #define MV_STORE 0 // dst = W x
 #define MV_ADD 1   // dst += W x (residual add fused)
 
-#define WPARAMS(p) const uint8_t* p##data, const float* p##scale, const uint8_t* p##zero, const int* p##gidx, \
-                   const float* p##lut, long long p##p0, long long p##p1, long long p##p2
-#define WMAKE(p) Weight{p##data, p##scale, p##zero, p##gidx, p##lut, p##p0, p##p1, p##p2}
 
 // With DUAL, a second weight U of the same format and shape is applied too and
 // the result is silu(W x) * (U x): SwiGLU's gate and up in one pass.
@@ -130,14 +127,7 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
 
 #define MATVEC_ALL(NAME, FMT) MATVEC(NAME, FMT, 1) MATVEC(NAME, FMT, 8) MATVEC(NAME, FMT, 32)
 
-MATVEC_ALL(f32, FMT_F32)
-MATVEC_ALL(f16, FMT_F16)
-MATVEC_ALL(bf16, FMT_BF16)
-MATVEC_ALL(q8_0, FMT_Q8_0)
-MATVEC_ALL(q4_0, FMT_Q4_0)
-MATVEC_ALL(grouped, FMT_GROUPED)
-MATVEC_ALL(int8, FMT_INT8)
-MATVEC_ALL(bnb4, FMT_BNB4)
+QLLAMA_FORMATS(MATVEC_ALL)
 
 // embed_<fmt> gathers rows ids[t] of an embedding table in that format into
 // out[t*cols ...] as float32. One block per token.
@@ -161,11 +151,4 @@ MATVEC_ALL(bnb4, FMT_BNB4)
         }                                                                                                 \
     }
 
-EMBED(f32, FMT_F32)
-EMBED(f16, FMT_F16)
-EMBED(bf16, FMT_BF16)
-EMBED(q8_0, FMT_Q8_0)
-EMBED(q4_0, FMT_Q4_0)
-EMBED(grouped, FMT_GROUPED)
-EMBED(int8, FMT_INT8)
-EMBED(bnb4, FMT_BNB4)
+QLLAMA_FORMATS(EMBED)

@@ -21,9 +21,24 @@ const (
 	fmtGrouped
 	fmtInt8
 	fmtBnb4
+	fmtQ4_1
+	fmtQ5_0
+	fmtQ5_1
+	fmtIQ4NL
+	fmtQ4K
+	fmtQ6K
 )
 
-var fmtNames = [...]string{"f32", "f16", "bf16", "q8_0", "q4_0", "grouped", "int8", "bnb4"}
+// fmtNames are the kernel name suffixes (QLLAMA_FORMATS in qllama.cuh), by id.
+var fmtNames = [...]string{"f32", "f16", "bf16", "q8_0", "q4_0", "grouped", "int8", "bnb4",
+	"q4_1", "q5_0", "q5_1", "iq4_nl", "q4_k", "q6_k"}
+
+// packedFormats maps the traits name of an *infer.Packed weight (ggml's
+// float and block formats) to its format id.
+var packedFormats = map[string]int{
+	"f32": fmtF32, "f16": fmtF16, "bf16": fmtBF16, "q8_0": fmtQ8_0, "q4_0": fmtQ4_0,
+	"q4_1": fmtQ4_1, "q5_0": fmtQ5_0, "q5_1": fmtQ5_1, "iq4_nl": fmtIQ4NL, "q4_k": fmtQ4K, "q6_k": fmtQ6K,
+}
 
 // weight is a matrix in device memory in one of the packed formats.
 type weight struct {
@@ -134,19 +149,15 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 		w.data = put(p, e, int64(len(v.W))*4)
 	case *infer.Packed:
 		w.rows, w.cols = v.R, v.C
-		switch v.T.Name {
-		case "f32":
-			w.format = fmtF32
-		case "f16":
-			w.format = fmtF16
-		case "bf16":
-			w.format = fmtBF16
-		case "q8_0":
-			w.format = fmtQ8_0
-		case "q4_0":
-			w.format = fmtQ4_0
-		default:
+		f, ok := packedFormats[v.T.Name]
+		if !ok {
 			return nil, &UnsupportedError{name, v.T.Name}
+		}
+		w.format = f
+		// The kernels decode block formats a block at a time: rows must be
+		// whole blocks (32 weights, 256 for the K-quants).
+		if bs := v.T.BlockSize; bs > 1 && v.C%bs != 0 {
+			return nil, fmt.Errorf("cuda: %s: %s row of %d weights is not whole blocks of %d", name, w.desc, v.C, bs)
 		}
 		rb, e := v.T.RowBytes(v.C)
 		if e != nil || len(v.Data) != rb*v.R {
@@ -221,11 +232,6 @@ func (d *Device) uploadWeight(name string, x any) (w *weight, err error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if w.format == fmtQ8_0 || w.format == fmtQ4_0 {
-		if w.cols%32 != 0 {
-			return nil, fmt.Errorf("cuda: %s: %s row of %d weights is not whole blocks", name, w.desc, w.cols)
-		}
 	}
 	return w, nil
 }
