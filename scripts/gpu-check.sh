@@ -12,7 +12,8 @@
 # and prints the benchmark table last. Logs go to $OUT (or /tmp).
 # Last, the quick study (issue 7) runs on the GPU with gpubin/qinfer (built
 # with -tags cuda): qinfer sweep --quick over the random 1B with a synthetic
-# CoQA file; its results come back as $OUT/study-results.tar.gz for qreport.
+# CoQA file and a synthetic perplexity text; its results (model files
+# excluded) come back as $OUT/study-results.tar.gz for qreport.
 # Usage: scripts/gpu-check.sh [test-regexp]   (default: all tests)
 #        PARTS="tests perf study" selects parts (default: all three)
 set -euo pipefail
@@ -50,14 +51,19 @@ fi
 ) || status=1
 fi
 if [[ $parts == *study* ]]; then
-	# The quick sweep on the GPU: convert, CoQA (synthetic, 4 stories), benchmark.
+	# The quick sweep on the GPU: convert, CoQA (synthetic, 4 stories),
+	# perplexity and KL against the checkpoint (both on the GPU; 4 windows of
+	# 512 tokens of 64 synthetic stories, about 3300 tokens), benchmark.
 	study=/tmp/qllama-study
 	rm -rf "$study" && mkdir -p "$study"
 	gpubin/qinfer coqa-synth --stories 4 --seed 1 --out "$study/coqa.json"
+	gpubin/qinfer coqa-synth --stories 64 --seed 2 --out "$study/ppl-coqa.json" --text "$study/ppl.txt"
 	gpubin/qinfer sweep --experiments experiments.toml --quick --limit 4 --model-dir "$model" --coqa "$study/coqa.json" \
+		--ppl-text "$study/ppl.txt" --ppl-ctx 512 --ppl-windows 4 \
 		--device cuda --gpus 0 --bench-prompts 128,512,2048 --bench-batches 1,8,32,64 --out "$study/results" 2>&1 \
 		| tee "$out/study.log" | grep -E 'done in|failed|sweep:' || status=1
-	tar -C "$study" -czf "$out/study-results.tar.gz" results
+	# A failed experiment leaves its model.gguf: keep model files out.
+	tar -C "$study" --exclude='*.gguf' -czf "$out/study-results.tar.gz" results
 fi
 if [[ $parts != *perf* ]]; then
 	exit $status

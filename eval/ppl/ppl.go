@@ -13,7 +13,9 @@
 // log-softmaxes are computed in float64 from the float32 logits.
 //
 // Both models run window by window: at most Batch positions of logits per
-// model are held at any time, never the logits of the whole corpus.
+// model are held at any time, never the logits of the whole corpus. The
+// models are Scorers, so they may run on any device: CPU adapts the CPU
+// runner; qinfer adapts its CUDA backend.
 package ppl
 
 import (
@@ -52,10 +54,11 @@ type Options struct {
 	AddBOS bool
 	// BOS is the id written when AddBOS is set.
 	BOS int
-	// Ref is the reference model (typically the unquantized one). When set,
-	// the result carries KL divergence and top-1 agreement. It must have the
-	// same vocabulary size as the evaluated model.
-	Ref *infer.Model
+	// Ref is the reference model (typically the unquantized one), e.g.
+	// CPU(m). When set, the result carries KL divergence and top-1
+	// agreement. It must have the same vocabulary size as the evaluated
+	// model.
+	Ref Scorer
 	// Batch is the number of scored positions per forward pass (0: the whole
 	// scored half of a window at once). It bounds memory to Batch*Vocab
 	// float32 logits per model and does not change the results.
@@ -148,30 +151,89 @@ type Divergence struct {
 	Top1Agree float64 // fraction of positions where both argmaxes coincide
 }
 
+// Scorer is a model placed on some device, run one window at a time: the
+// CPU runner (CPU), or a GPU in the tools built with one. Evaluate calls
+// Reset before each window, then Forward on the window's tokens in order. A
+// Scorer need not be safe for concurrent use.
+type Scorer interface {
+	// Vocab is the number of logits per position.
+	Vocab() int
+	// MaxSeq is the model's context length (0: unknown, no limit checked).
+	MaxSeq() int
+	// Reset starts a new window: the next Forward is at position 0 of an
+	// empty KV cache.
+	Reset() error
+	// Forward appends tokens to the current window. With logits set it
+	// returns one row of Vocab() logits per token, valid until the next call
+	// to Forward or Reset; without, it may return nil (the tokens only fill
+	// the cache).
+	Forward(tokens []int, logits bool) ([][]float32, error)
+}
+
+// CPU runs m on the CPU (infer.Runner), from a fresh KV cache each window.
+// CPU(nil) is nil.
+func CPU(m *infer.Model) Scorer {
+	if m == nil {
+		return nil
+	}
+	return &cpuScorer{m: m, run: infer.NewRunner(m)}
+}
+
+type cpuScorer struct {
+	m     *infer.Model
+	run   *infer.Runner
+	cache *infer.KVCache
+}
+
+func (s *cpuScorer) Vocab() int  { return s.m.Vocab }
+func (s *cpuScorer) MaxSeq() int { return s.m.MaxSeq }
+
+func (s *cpuScorer) Reset() error {
+	s.cache = infer.NewKVCache(&s.m.Config)
+	return nil
+}
+
+func (s *cpuScorer) Forward(tokens []int, logits bool) ([][]float32, error) {
+	if s.cache == nil {
+		s.cache = infer.NewKVCache(&s.m.Config)
+	}
+	out, err := s.run.Forward([]infer.Step{{Cache: s.cache, Tokens: tokens, AllLogits: logits}})
+	if err != nil || !logits {
+		return nil, err
+	}
+	return out[0], nil
+}
+
 // Evaluate runs model (and opt.Ref, if set) over the windows of ids and
 // returns perplexity and, with a reference, KL divergence statistics. ids is
 // the tokenized text without BOS; Evaluate places BOS itself (opt.AddBOS).
-func Evaluate(ctx context.Context, model *infer.Model, ids []int, opt Options) (*Result, error) {
+func Evaluate(ctx context.Context, model Scorer, ids []int, opt Options) (*Result, error) {
 	if model == nil {
 		return nil, errors.New("ppl: no model")
 	}
-	if opt.Ref != nil && opt.Ref.Vocab != model.Vocab {
-		return nil, fmt.Errorf("ppl: the reference model's vocabulary has %d tokens, the model's %d: they must share one tokenizer", opt.Ref.Vocab, model.Vocab)
+	vocab, maxSeq := model.Vocab(), model.MaxSeq()
+	if opt.Ref != nil && opt.Ref.Vocab() != vocab {
+		return nil, fmt.Errorf("ppl: the reference model's vocabulary has %d tokens, the model's %d: they must share one tokenizer", opt.Ref.Vocab(), vocab)
 	}
 	if opt.Ctx == 0 {
 		opt.Ctx = DefaultCtx
-		if model.MaxSeq > 0 {
-			opt.Ctx = min(opt.Ctx, model.MaxSeq)
+		if maxSeq > 0 {
+			opt.Ctx = min(opt.Ctx, maxSeq)
 		}
 	}
-	if model.MaxSeq > 0 && opt.Ctx > model.MaxSeq {
-		return nil, fmt.Errorf("ppl: window length %d exceeds the model's context length %d", opt.Ctx, model.MaxSeq)
+	if maxSeq > 0 && opt.Ctx > maxSeq {
+		return nil, fmt.Errorf("ppl: window length %d exceeds the model's context length %d", opt.Ctx, maxSeq)
+	}
+	if opt.Ref != nil {
+		if rs := opt.Ref.MaxSeq(); rs > 0 && opt.Ctx > rs {
+			return nil, fmt.Errorf("ppl: window length %d exceeds the reference model's context length %d", opt.Ctx, rs)
+		}
 	}
 	if opt.Batch < 0 {
 		return nil, fmt.Errorf("ppl: batch %d must not be negative", opt.Batch)
 	}
-	if opt.AddBOS && (opt.BOS < 0 || opt.BOS >= model.Vocab) {
-		return nil, fmt.Errorf("ppl: BOS id %d outside the vocabulary [0, %d)", opt.BOS, model.Vocab)
+	if opt.AddBOS && (opt.BOS < 0 || opt.BOS >= vocab) {
+		return nil, fmt.Errorf("ppl: BOS id %d outside the vocabulary [0, %d)", opt.BOS, vocab)
 	}
 	ws, err := Windows(ids, opt)
 	if err != nil {
@@ -179,11 +241,9 @@ func Evaluate(ctx context.Context, model *infer.Model, ids []int, opt Options) (
 	}
 	e := &evaluator{
 		opt: opt,
-		run: infer.NewRunner(model),
+		run: model,
+		ref: opt.Ref,
 		acc: accumulator{withRef: opt.Ref != nil},
-	}
-	if opt.Ref != nil {
-		e.ref = infer.NewRunner(opt.Ref)
 	}
 	if opt.OnWindow != nil {
 		opt.OnWindow(Progress{Windows: len(ws)})
@@ -206,25 +266,28 @@ func Evaluate(ctx context.Context, model *infer.Model, ids []int, opt Options) (
 
 type evaluator struct {
 	opt      Options
-	run, ref *infer.Runner
+	run, ref Scorer
 	acc      accumulator
 }
 
 // window runs one window through both models and accumulates its scored
 // positions.
 func (e *evaluator) window(ctx context.Context, w Window) error {
-	cache := infer.NewKVCache(&e.run.M.Config)
-	var refCache *infer.KVCache
-	if e.ref != nil {
-		refCache = infer.NewKVCache(&e.ref.M.Config)
-	}
-	// The unscored first half only fills the caches.
-	ctxToks := w.Tokens[:w.First]
-	if _, err := e.run.Forward([]infer.Step{{Cache: cache, Tokens: ctxToks}}); err != nil {
+	if err := e.run.Reset(); err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
 	if e.ref != nil {
-		if _, err := e.ref.Forward([]infer.Step{{Cache: refCache, Tokens: ctxToks}}); err != nil {
+		if err := e.ref.Reset(); err != nil {
+			return fmt.Errorf("reference: %w", err)
+		}
+	}
+	// The unscored first half only fills the caches.
+	ctxToks := w.Tokens[:w.First]
+	if _, err := e.run.Forward(ctxToks, false); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	if e.ref != nil {
+		if _, err := e.ref.Forward(ctxToks, false); err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
 	}
@@ -234,19 +297,26 @@ func (e *evaluator) window(ctx context.Context, w Window) error {
 	if batch == 0 {
 		batch = end - w.First
 	}
+	vocab := e.run.Vocab()
 	for lo := w.First; lo < end; lo += batch {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		hi := min(lo+batch, end)
 		toks := w.Tokens[lo:hi]
-		out, err := e.run.Forward([]infer.Step{{Cache: cache, Tokens: toks, AllLogits: true}})
+		out, err := e.run.Forward(toks, true)
 		if err != nil {
 			return fmt.Errorf("model: %w", err)
 		}
-		var refOut [][][]float32
+		if err := checkRows(out, len(toks), vocab); err != nil {
+			return fmt.Errorf("model: %w", err)
+		}
+		var refOut [][]float32
 		if e.ref != nil {
-			if refOut, err = e.ref.Forward([]infer.Step{{Cache: refCache, Tokens: toks, AllLogits: true}}); err != nil {
+			if refOut, err = e.ref.Forward(toks, true); err != nil {
+				return fmt.Errorf("reference: %w", err)
+			}
+			if err := checkRows(refOut, len(toks), vocab); err != nil {
 				return fmt.Errorf("reference: %w", err)
 			}
 		}
@@ -257,9 +327,9 @@ func (e *evaluator) window(ctx context.Context, w Window) error {
 			for k := a; k < b; k++ {
 				var ref []float32
 				if refOut != nil {
-					ref = refOut[0][k]
+					ref = refOut[k]
 				}
-				stats[k], errs[k] = compare(out[0][k], ref, w.Tokens[lo+k+1], &sc)
+				stats[k], errs[k] = compare(out[k], ref, w.Tokens[lo+k+1], &sc)
 			}
 		})
 		for k, err := range errs {
@@ -269,6 +339,19 @@ func (e *evaluator) window(ctx context.Context, w Window) error {
 		}
 		for _, s := range stats {
 			e.acc.add(s)
+		}
+	}
+	return nil
+}
+
+// checkRows verifies that a Scorer returned rows x vocab logits.
+func checkRows(out [][]float32, rows, vocab int) error {
+	if len(out) != rows {
+		return fmt.Errorf("%d rows of logits for %d tokens", len(out), rows)
+	}
+	for i, r := range out {
+		if len(r) != vocab {
+			return fmt.Errorf("row %d has %d logits, want %d", i, len(r), vocab)
 		}
 	}
 	return nil

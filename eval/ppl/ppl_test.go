@@ -99,7 +99,7 @@ func TestPerplexityMatchesIndependentRecomputation(t *testing.T) {
 	m := loadStories(t)
 	ids := sample(t, m, 3*testCtx+10, 1, 42)
 	var progress []Progress
-	res, err := Evaluate(context.Background(), m, ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, OnWindow: func(p Progress) { progress = append(progress, p) }})
+	res, err := Evaluate(context.Background(), CPU(m), ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, OnWindow: func(p Progress) { progress = append(progress, p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestPerplexityMatchesIndependentRecomputation(t *testing.T) {
 		t.Fatalf("progress %+v", progress)
 	}
 	// Splitting the scored half into batches changes nothing.
-	batched, err := Evaluate(context.Background(), m, ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Batch: 5})
+	batched, err := Evaluate(context.Background(), CPU(m), ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Batch: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestPerplexityPlausible(t *testing.T) {
 	m := loadStories(t)
 	opt := Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS}
 	eval := func(ids []int) float64 {
-		res, err := Evaluate(context.Background(), m, ids, opt)
+		res, err := Evaluate(context.Background(), CPU(m), ids, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +166,7 @@ func TestKLAgainstItselfIsZero(t *testing.T) {
 	m := loadStories(t)
 	ids := sample(t, m, 2*testCtx, 1, 3)
 	for _, ref := range []*infer.Model{m, loadStories(t)} {
-		res, err := Evaluate(context.Background(), m, ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Ref: ref, Batch: 7})
+		res, err := Evaluate(context.Background(), CPU(m), ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Ref: CPU(ref), Batch: 7})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestKLAgainstItselfIsZero(t *testing.T) {
 func TestKLGrowsWithNoise(t *testing.T) {
 	ref := loadStories(t)
 	ids := sample(t, ref, 2*testCtx, 1, 11)
-	alone, err := Evaluate(context.Background(), ref, ids, Options{Ctx: testCtx, AddBOS: true, BOS: ref.BOS})
+	alone, err := Evaluate(context.Background(), CPU(ref), ids, Options{Ctx: testCtx, AddBOS: true, BOS: ref.BOS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestKLGrowsWithNoise(t *testing.T) {
 	for _, eps := range []float64{0.01, 0.05, 0.2} {
 		m := loadStories(t)
 		perturb(t, m, eps, 5)
-		res, err := Evaluate(context.Background(), m, ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Ref: ref})
+		res, err := Evaluate(context.Background(), CPU(m), ids, Options{Ctx: testCtx, AddBOS: true, BOS: m.BOS, Ref: CPU(ref)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,11 +235,11 @@ func TestEvaluateErrors(t *testing.T) {
 		{name: "default ctx too long for the text", model: m, ids: ids, opt: Options{}, want: "needs 512", is: ErrTooShort},
 		{name: "ctx above the model's", model: m, ids: ids, opt: Options{Ctx: 1024}, want: "exceeds the model's context length 512"},
 		{name: "ctx too small", model: m, ids: ids, opt: Options{Ctx: 2}, want: "at least 3"},
-		{name: "vocabulary mismatch", model: m, ids: ids, opt: Options{Ctx: testCtx, Ref: &otherVocab}, want: "vocabulary has 256 tokens, the model's 512"},
+		{name: "vocabulary mismatch", model: m, ids: ids, opt: Options{Ctx: testCtx, Ref: CPU(&otherVocab)}, want: "vocabulary has 256 tokens, the model's 512"},
 		{name: "BOS outside the vocabulary", model: m, ids: ids, opt: Options{Ctx: testCtx, AddBOS: true, BOS: 512}, want: "BOS id 512"},
 		{name: "token outside the vocabulary", model: m, ids: badIDs, opt: Options{Ctx: testCtx}, want: "window 0"},
 		{name: "non-finite logits", model: &nanNorm, ids: ids, opt: Options{Ctx: testCtx}, want: "is NaN"},
-		{name: "non-finite reference logits", model: m, ids: ids, opt: Options{Ctx: testCtx, Ref: &nanNorm}, want: "reference: logit"},
+		{name: "non-finite reference logits", model: m, ids: ids, opt: Options{Ctx: testCtx, Ref: CPU(&nanNorm)}, want: "reference: logit"},
 		{name: "negative batch", model: m, ids: ids, opt: Options{Ctx: testCtx, Batch: -1}, want: "batch"},
 		{name: "no model", ids: ids, opt: Options{Ctx: testCtx}, want: "no model"},
 		{name: "canceled", ctx: canceled, model: m, ids: ids, opt: Options{Ctx: testCtx}, is: context.Canceled},
@@ -250,7 +250,7 @@ func TestEvaluateErrors(t *testing.T) {
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			_, err := Evaluate(ctx, tc.model, tc.ids, tc.opt)
+			_, err := Evaluate(ctx, CPU(tc.model), tc.ids, tc.opt)
 			if err == nil {
 				t.Fatal("no error")
 			}

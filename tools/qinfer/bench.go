@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"qllama/eval/bench"
+	"qllama/eval/ppl"
 	"qllama/infer"
 )
 
@@ -111,6 +112,9 @@ type backend struct {
 	target bench.Target
 	gen    generator
 	energy bool // the model runs on the GPU NVML meters
+	// scorer runs perplexity windows on the same device (not safe for
+	// concurrent use; closed with the backend).
+	scorer ppl.Scorer
 	close  func()
 }
 
@@ -124,7 +128,7 @@ func openBackend(device string, gpu int, l *loaded, info bench.ModelInfo) (*back
 	if dev == "cuda" {
 		return cudaBackend(gpu, l, info)
 	}
-	return &backend{name: "cpu", target: bench.NewInferTarget(l.model, info), gen: infer.NewRunner(l.model), close: func() {}}, nil
+	return &backend{name: "cpu", target: bench.NewInferTarget(l.model, info), gen: infer.NewRunner(l.model), scorer: ppl.CPU(l.model), close: func() {}}, nil
 }
 
 // probe returns the device probe for a benchmark on b: NVML with energy for

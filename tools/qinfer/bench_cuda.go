@@ -9,7 +9,8 @@ import (
 	"qllama/infer/cuda"
 )
 
-// cudaBackend uploads l's model to GPU gpu for benchmarks and sweeps.
+// cudaBackend uploads l's model to GPU gpu for benchmarks, perplexity and
+// sweeps.
 func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 	d, err := cuda.Open(max(gpu, 0))
 	if err != nil {
@@ -20,11 +21,60 @@ func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 		d.Close()
 		return nil, fmt.Errorf("--device cuda: %s: %w", l.path, err)
 	}
+	sc := &cudaScorer{g: g}
 	return &backend{
 		name:   "cuda",
 		target: bench.NewCUDATarget(d, g, &l.model.Config, info),
 		gen:    g,
 		energy: true,
-		close:  func() { g.Close(); d.Close() },
+		scorer: sc,
+		close:  func() { sc.free(); g.Close(); d.Close() },
 	}, nil
+}
+
+// cudaScorer is a ppl.Scorer on a model uploaded to the GPU: one KV cache,
+// emptied (not freed) between windows; the logits of one forward pass come
+// back to the host, where ppl scores them in float64.
+type cudaScorer struct {
+	g     *cuda.Model
+	cache *cuda.Cache
+}
+
+func (s *cudaScorer) Vocab() int  { return s.g.Vocab }
+func (s *cudaScorer) MaxSeq() int { return s.g.MaxSeq }
+
+func (s *cudaScorer) Reset() error {
+	if s.cache != nil {
+		s.cache.Truncate(0)
+	}
+	return nil
+}
+
+func (s *cudaScorer) Forward(tokens []int, logits bool) ([][]float32, error) {
+	if s.cache == nil {
+		// ppl feeds half a window first: room for the whole window, so the
+		// cache need not grow (it would, doubling, up to the context length).
+		capacity := 2 * len(tokens)
+		if s.g.MaxSeq > 0 {
+			capacity = min(capacity, s.g.MaxSeq)
+		}
+		c, err := s.g.NewCache(capacity)
+		if err != nil {
+			return nil, err
+		}
+		s.cache = c
+	}
+	out, err := s.g.Forward([]cuda.Step{{Cache: s.cache, Tokens: tokens, AllLogits: logits}})
+	if err != nil || !logits {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// free releases the cache's device memory.
+func (s *cudaScorer) free() {
+	if s.cache != nil {
+		s.cache.Free()
+		s.cache = nil
+	}
 }

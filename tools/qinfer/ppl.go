@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"qllama/eval/bench"
 	"qllama/eval/ppl"
 	"qllama/infer/tokenizer"
 	"qllama/internal/progress"
@@ -22,13 +23,15 @@ func pplCommand() *cli.Command {
 			"first token of each window when the tokenizer adds BOS, and only the second half of each window is scored,\n" +
 			"as llama.cpp's perplexity tool does. With --ref both models run on the same windows and the result adds\n" +
 			"KL(P_ref || P_model) over the full vocabulary per scored token (mean, median, p90, p99, max) and the rate\n" +
-			"at which both models' most likely token is the same.",
+			"at which both models' most likely token is the same. Both models run on --device (the CPU runtime or the GPU);\n" +
+			"the log-softmaxes and statistics are computed on the CPU in float64 either way.",
 		Flags: append(modelFlags(),
 			&cli.StringFlag{Name: "text", Aliases: []string{"f"}, Required: true, Usage: "UTF-8 text file to evaluate on"},
 			&cli.StringFlag{Name: "ref", Usage: "reference model (Hugging Face directory or packed file) with the same tokenizer, e.g. the unquantized model"},
 			&cli.IntFlag{Name: "ctx", Aliases: []string{"c"}, Usage: fmt.Sprintf("window length in tokens (default %d, or the model's context length if shorter)", ppl.DefaultCtx)},
 			&cli.IntFlag{Name: "max-windows", Usage: "evaluate only the first K windows (0: all)"},
 			&cli.IntFlag{Name: "batch", Usage: "scored positions per forward pass; bounds logits memory to batch x vocab per model (0: half a window)"},
+			&cli.IntFlag{Name: "gpu", Usage: "GPU index for --device cuda"},
 			&cli.BoolFlag{Name: "json", Usage: `print {"ppl", "ppl_stderr", "kl_mean", "kl_median", "kl_p99", "top1_agree", "tokens", "windows", "ctx", ...} as JSON`},
 		),
 		Action: runPPL,
@@ -41,8 +44,13 @@ func runPPL(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--text: %w", err)
 	}
-	if err := cpuOnly(c); err != nil {
+	dev, err := pickDevice(c.String("device"))
+	if err != nil {
 		return err
+	}
+	gpu := c.Int("gpu")
+	if gpu < 0 {
+		return fmt.Errorf("--gpu %d: must not be negative", gpu)
 	}
 	l, err := openModel(c)
 	if err != nil {
@@ -75,8 +83,18 @@ func runPPL(c *cli.Context) error {
 		if ref.model.Vocab != l.model.Vocab {
 			return fmt.Errorf("--ref %s has a vocabulary of %d logits, --model %s %d", refPath, ref.model.Vocab, l.path, l.model.Vocab)
 		}
-		opt.Ref = ref.model
+		rb, err := openBackend(dev, gpu, ref, bench.ModelInfo{})
+		if err != nil {
+			return fmt.Errorf("--ref %s: %w", refPath, err)
+		}
+		defer rb.close()
+		opt.Ref = rb.scorer
 	}
+	b, err := openBackend(dev, gpu, l, bench.ModelInfo{})
+	if err != nil {
+		return err
+	}
+	defer b.close()
 	ids := l.tok.Encode(string(text), false)
 
 	var bar *progress.Bar
@@ -87,7 +105,7 @@ func runPPL(c *cli.Context) error {
 		}
 		bar.Add(1)
 	}
-	res, err := ppl.Evaluate(c.Context, l.model, ids, opt)
+	res, err := ppl.Evaluate(c.Context, b.scorer, ids, opt)
 	if bar != nil {
 		bar.Finish()
 	}
@@ -103,6 +121,7 @@ func runPPL(c *cli.Context) error {
 		return enc.Encode(res)
 	}
 	fmt.Fprintf(w, "model            %s\n", res.Model)
+	fmt.Fprintf(w, "device           %s\n", b.name)
 	fmt.Fprintf(w, "text             %s: %d tokens, %d windows of %d, %d tokens scored\n", textPath, res.CorpusTokens, res.Windows, res.Ctx, res.Tokens)
 	fmt.Fprintf(w, "perplexity       %.4f ± %.4f\n", res.PPL, res.PPLStderr)
 	if k := res.KL; k != nil {

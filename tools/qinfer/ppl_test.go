@@ -11,6 +11,7 @@ import (
 
 	"qllama/convert"
 	"qllama/eval/ppl"
+	"qllama/eval/sweep"
 	"qllama/internal/testutil"
 )
 
@@ -144,5 +145,62 @@ func TestPPLPackedFiles(t *testing.T) {
 	t.Logf("KL mean vs the Hugging Face checkpoint: %v", kl)
 	if !(kl["f32"] < 1e-9 && kl["f32"] < kl["q8_0"] && kl["q8_0"] < kl["q4_0"]) {
 		t.Fatalf("KL does not fall with bits: %v", kl)
+	}
+}
+
+// TestPPLDevice: --device cpu gives the default's numbers and says so;
+// --device cuda needs a CUDA build with a GPU.
+func TestPPLDevice(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	text := storiesText(t, stories)
+	args := []string{"ppl", "--model", stories, "--text", text, "--ref", stories, "--ctx", "64", "--max-windows", "2"}
+	plain, _, err := run(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu, _, err := run(t, append(args, "--device", "cpu")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cudaAvailable() && plain != cpu {
+		t.Errorf("default device:\n%s\n--device cpu:\n%s", plain, cpu)
+	}
+	if !strings.Contains(cpu, "device           cpu\n") {
+		t.Errorf("no device line:\n%s", cpu)
+	}
+	if !cudaBuilt {
+		_, _, err := run(t, append(args, "--device", "cuda")...)
+		if err == nil || !strings.Contains(err.Error(), "built without CUDA") {
+			t.Errorf("--device cuda without CUDA: %v", err)
+		}
+	}
+	if _, _, err := run(t, append(args, "--gpu", "-1")...); err == nil || !strings.Contains(err.Error(), "--gpu") {
+		t.Errorf("--gpu -1: %v", err)
+	}
+}
+
+// TestSweepPPLFlags: --ppl-ctx and --ppl-windows override experiments.toml.
+func TestSweepPPLFlags(t *testing.T) {
+	stories := testutil.Shared(t, "models", "stories260k")
+	text := storiesText(t, stories)
+	out := t.TempDir()
+	_, stderr, err := run(t, "sweep", "--experiments", filepath.Join(testutil.RepoRoot(t), "experiments.toml"), "--only", "fp16_baseline",
+		"--model-dir", stories, "--ppl-text", text, "--ppl-ctx", "32", "--ppl-windows", "3", "--out", out, "--no-bench", "--nvml", "off", "--device", "cpu")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	r, err := sweep.ReadResult(filepath.Join(out, "fp16_baseline", sweep.ResultFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != sweep.StatusOK || r.PPL == nil || r.PPL.Tokens != 3*(32-1-16) || r.PPL.KLMean < 0 || r.PPL.KLMean > 1e-3 || r.PPL.Top1Agree < 0.9 {
+		t.Fatalf("%+v ppl %+v", r, r.PPL)
+	}
+	for _, bad := range [][]string{{"--ppl-ctx", "-1"}, {"--ppl-windows", "-2"}, {"--ppl-ctx", "2"}} {
+		_, _, err := run(t, append([]string{"sweep", "--model-dir", stories, "--out", out, "--only", "fp16_baseline",
+			"--experiments", filepath.Join(testutil.RepoRoot(t), "experiments.toml")}, bad...)...)
+		if err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v", bad, err)
+		}
 	}
 }

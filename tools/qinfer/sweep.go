@@ -34,7 +34,9 @@ func sweepCommand() *cli.Command {
 			&cli.StringFlag{Name: "experiments", Aliases: []string{"e"}, Value: "experiments.toml", Usage: "experiment registry"},
 			&cli.StringFlag{Name: "model-dir", Required: true, Usage: "the Hugging Face model directory every experiment converts (and the reference for KL)"},
 			&cli.StringFlag{Name: "coqa", Usage: "CoQA v1.0 JSON file (the dev set, or one written by 'qinfer coqa-synth'); without it CoQA is skipped"},
-			&cli.StringFlag{Name: "ppl-text", Usage: "text file for perplexity and KL divergence against --model-dir; without it they are skipped"},
+			&cli.StringFlag{Name: "ppl-text", Usage: "text file for perplexity and KL divergence against --model-dir (both on --device); without it they are skipped"},
+			&cli.IntFlag{Name: "ppl-ctx", Usage: "perplexity window length in tokens (overrides experiments.toml; 0: keep)"},
+			&cli.IntFlag{Name: "ppl-windows", Usage: "perplexity windows per experiment (overrides experiments.toml; 0: keep)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "results directory"},
 			&cli.StringFlag{Name: "only", Usage: "comma-separated experiment names"},
 			&cli.BoolFlag{Name: "quick", Usage: "only the registry's quick set"},
@@ -148,6 +150,21 @@ func runSweep(c *cli.Context) error {
 			exps[i].Eval.Limit = lim
 		}
 	}
+	pc, pw := c.Int("ppl-ctx"), c.Int("ppl-windows")
+	if pc < 0 || pw < 0 {
+		return fmt.Errorf("--ppl-ctx and --ppl-windows must not be negative")
+	}
+	if pc > 0 && pc < ppl.MinCtx {
+		return fmt.Errorf("--ppl-ctx %d: must be at least %d", pc, ppl.MinCtx)
+	}
+	for i := range exps {
+		if pc > 0 {
+			exps[i].Eval.PPLCtx = pc
+		}
+		if pw > 0 {
+			exps[i].Eval.PPLWindows = pw
+		}
+	}
 	cs, cl := c.Int("calib-samples"), c.Int("calib-len")
 	if cs < 0 || cl < 0 {
 		return fmt.Errorf("--calib-samples and --calib-len must not be negative")
@@ -212,16 +229,18 @@ type study struct {
 	calib    map[string]string // dataset name -> file; "" -> file for any
 	threads  int
 	nvml     string
-	device   string // cpu or cuda: where CoQA and the benchmark run (perplexity runs on the CPU)
+	device   string // cpu or cuda: where CoQA, perplexity and the benchmark run
 
 	refOnce sync.Once
 	ref     *loaded
 	refErr  error
+	refMu   sync.Mutex
+	refGPU  map[int]*backend // the reference on each worker's GPU (--device cuda)
 }
 
 func newStudy(c *cli.Context, exps []sweep.Experiment, device string) (*study, error) {
 	st := &study{c: c, modelDir: c.String("model-dir"), coqaPath: c.String("coqa"), pplText: c.String("ppl-text"),
-		calib: map[string]string{}, threads: c.Int("threads"), nvml: c.String("nvml"), device: device}
+		calib: map[string]string{}, threads: c.Int("threads"), nvml: c.String("nvml"), device: device, refGPU: map[int]*backend{}}
 	if fi, err := os.Stat(st.modelDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("--model-dir %s: not a directory (%v)", st.modelDir, err)
 	}
@@ -267,6 +286,9 @@ func newStudy(c *cli.Context, exps []sweep.Experiment, device string) (*study, e
 }
 
 func (st *study) close() {
+	for _, b := range st.refGPU {
+		b.close()
+	}
 	if st.ref != nil {
 		st.ref.Close()
 	}
@@ -301,6 +323,31 @@ func orName(d string) string {
 func (st *study) reference() (*loaded, error) {
 	st.refOnce.Do(func() { st.ref, st.refErr = openRef(st.c, st.modelDir) })
 	return st.ref, st.refErr
+}
+
+// refScorer places the reference on the device of worker gpu: a CPU runner
+// over the shared model (a new one per call, so workers never share one), or,
+// with --device cuda, one upload per GPU kept for the whole sweep (each GPU
+// has one worker, which runs one job at a time).
+func (st *study) refScorer(gpu int) (ppl.Scorer, error) {
+	ref, err := st.reference()
+	if err != nil {
+		return nil, err
+	}
+	if st.device != "cuda" {
+		return ppl.CPU(ref.model), nil
+	}
+	st.refMu.Lock()
+	defer st.refMu.Unlock()
+	if b, ok := st.refGPU[gpu]; ok {
+		return b.scorer, nil
+	}
+	b, err := openBackend(st.device, gpu, ref, bench.ModelInfo{})
+	if err != nil {
+		return nil, err
+	}
+	st.refGPU[gpu] = b
+	return b.scorer, nil
 }
 
 func (st *study) pipeline() sweep.Pipeline {
@@ -403,7 +450,7 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 }
 
 func (st *study) ppl(ctx context.Context, j sweep.Job) (*sweep.PPLScore, error) {
-	ref, err := st.reference()
+	ref, err := st.refScorer(j.GPU)
 	if err != nil {
 		return nil, fmt.Errorf("reference %s: %w", st.modelDir, err)
 	}
@@ -412,8 +459,13 @@ func (st *study) ppl(ctx context.Context, j sweep.Job) (*sweep.PPLScore, error) 
 		return nil, err
 	}
 	defer l.Close()
+	b, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
 	e := j.Experiment.Eval
-	opt := ppl.Options{Ctx: e.PPLCtx, MaxWindows: e.PPLWindows, AddBOS: l.tok.Parts().AddBOS && l.tok.BOS() >= 0, BOS: l.tok.BOS(), Ref: ref.model}
+	opt := ppl.Options{Ctx: e.PPLCtx, MaxWindows: e.PPLWindows, AddBOS: l.tok.Parts().AddBOS && l.tok.BOS() >= 0, BOS: l.tok.BOS(), Ref: ref}
 	if opt.Ctx == 0 {
 		opt.Ctx = min(ppl.DefaultCtx, l.model.MaxSeq)
 	}
@@ -421,7 +473,7 @@ func (st *study) ppl(ctx context.Context, j sweep.Job) (*sweep.PPLScore, error) 
 		// A short demo text: windows of a quarter of it, so several are scored.
 		opt.Ctx = max(ppl.MinCtx, min(opt.Ctx, len(st.pplIDs)/4))
 	}
-	res, err := ppl.Evaluate(ctx, l.model, st.pplIDs, opt)
+	res, err := ppl.Evaluate(ctx, b.scorer, st.pplIDs, opt)
 	if err != nil {
 		return nil, fmt.Errorf("--ppl-text %s: %w", st.pplText, err)
 	}
