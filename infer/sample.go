@@ -17,10 +17,11 @@ type SampleOptions struct {
 // Sampler draws tokens; it owns its random source, so equal seeds give equal
 // draws.
 type Sampler struct {
-	opt SampleOptions
-	rng *rand.Rand
-	idx []int
-	p   []float64
+	opt  SampleOptions
+	rng  *rand.Rand
+	idx  []int
+	vals []float32
+	p    []float64
 }
 
 // NewSampler returns a sampler for opt.
@@ -57,21 +58,64 @@ func (s *Sampler) Sample(logits []float32) int {
 	if o.TopK > 0 && o.TopK < n {
 		idx = idx[:o.TopK]
 	}
+	s.vals = s.vals[:0]
+	for _, i := range idx {
+		s.vals = append(s.vals, logits[i])
+	}
+	return idx[s.pick(s.vals)]
+}
+
+// TopCandidates is how many of a row's largest logits Sample looks at: 1
+// when it is greedy (temperature 0 or TopK 1), TopK when that is set, and 0
+// when it needs the whole row.
+func (s *Sampler) TopCandidates() int {
+	switch o := s.opt; {
+	case o.Temperature <= 0 || o.TopK == 1:
+		return 1
+	case o.TopK > 0:
+		return o.TopK
+	}
+	return 0
+}
+
+// SampleTop is Sample given only a row's largest logits: vals are the first
+// len(vals) values of the row in Sample's order (descending, the lower id
+// first among equal values) and ids their token ids. When TopCandidates() is
+// positive and len(vals) >= min(TopCandidates(), len(row)), the id returned
+// and the random draw consumed are exactly Sample's on the whole row (for
+// rows without NaN), so a device can send back a few candidates instead of
+// the row. Otherwise the draw is restricted to the candidates given.
+func (s *Sampler) SampleTop(vals []float32, ids []int) int {
+	o := s.opt
+	if o.Temperature <= 0 || o.TopK == 1 {
+		return ids[0]
+	}
+	if o.TopK > 0 && o.TopK < len(vals) {
+		vals = vals[:o.TopK]
+	}
+	return ids[s.pick(vals)]
+}
+
+// pick draws an index into vals, the kept logits in descending order:
+// softmax of the temperature-scaled values, then top-p, then one uniform
+// draw from the random source.
+func (s *Sampler) pick(vals []float32) int {
+	o := s.opt
 	// Softmax of the temperature-scaled logits over the kept tokens.
 	s.p = s.p[:0]
-	maxL := float64(logits[idx[0]]) / o.Temperature
+	maxL := float64(vals[0]) / o.Temperature
 	var sum float64
-	for _, i := range idx {
-		e := math.Exp(float64(logits[i])/o.Temperature - maxL)
+	for _, v := range vals {
+		e := math.Exp(float64(v)/o.Temperature - maxL)
 		s.p = append(s.p, e)
 		sum += e
 	}
 	for i := range s.p {
 		s.p[i] /= sum
 	}
+	keep := len(vals)
 	if o.TopP > 0 && o.TopP < 1 {
 		var cum float64
-		keep := len(idx)
 		for i, p := range s.p {
 			cum += p
 			if cum >= o.TopP {
@@ -79,7 +123,7 @@ func (s *Sampler) Sample(logits []float32) int {
 				break
 			}
 		}
-		idx, s.p = idx[:keep], s.p[:keep]
+		s.p = s.p[:keep]
 		sum = 0
 		for _, p := range s.p {
 			sum += p
@@ -93,8 +137,8 @@ func (s *Sampler) Sample(logits []float32) int {
 	for i, p := range s.p {
 		cum += p
 		if r < cum {
-			return idx[i]
+			return i
 		}
 	}
-	return idx[len(idx)-1]
+	return keep - 1
 }
