@@ -4,7 +4,8 @@
 // value, the lower id first among equal values.
 #include "qllama.cuh"
 
-#define TOPK_MAX 256 // most candidates per row (infer/cuda/sample.go: topKMax)
+#define TOPK_MAX 256  // most candidates per row (infer/cuda/sample.go: topKMax)
+#define TOPK_UNROLL 8 // row values each thread loads at once
 
 // topk_key maps a float to an unsigned key with the same order: a larger
 // value gives a larger key, equal values (-0 and +0 included) equal keys, and
@@ -25,7 +26,9 @@ __device__ __forceinline__ unsigned topk_key(float v) {
 // histogram over the row, each restricted to the keys matching the digits
 // chosen so far); one more pass gathers every key above T and, in index
 // order, the lowest-indexed keys equal to T that are still needed; the
-// gathered candidates are then ranked in shared memory.
+// gathered candidates are then ranked in shared memory. The gather needs
+// index order (and a barrier per chunk) only when more keys equal T than are
+// taken, i.e. for a tie at the k-th place.
 extern "C" __global__ void __launch_bounds__(1024) topk(const float* __restrict__ logits, float* __restrict__ vals,
                                                         int* __restrict__ ids, long long n, long long vocab, long long k) {
     const long long row = blockIdx.x;
@@ -41,27 +44,40 @@ extern "C" __global__ void __launch_bounds__(1024) topk(const float* __restrict_
     __shared__ int s_eqseen;   // keys equal to the threshold seen in earlier chunks
     __shared__ int s_wcount[32];
     __shared__ bool s_done;
+    __shared__ int s_eqcount, s_neq;
     __shared__ unsigned c_key[TOPK_MAX];
     __shared__ int c_idx[TOPK_MAX];
 
-    if (tid == 0) { s_prefix = 0u; s_mask = 0u; s_need = kk; s_ngt = 0; s_eqseen = 0; }
+    if (tid == 0) { s_prefix = 0u; s_mask = 0u; s_need = kk; s_ngt = 0; s_eqseen = 0; s_neq = 0; }
     // Radix select of the kk-th largest key, most significant digit first.
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = tid; b < 256; b += blockDim.x) hist[b] = 0;
         __syncthreads();
         const unsigned prefix = s_prefix, mask = s_mask;
-        // The loop bound is uniform over the block, so every lane of a warp
+        // The loop bounds are uniform over the block, so every lane of a warp
         // takes part in __match_any_sync (warp-aggregated shared atomics:
-        // logits of one row share few top digits).
-        for (long long base = 0; base < vocab; base += blockDim.x) {
-            const long long j = base + tid;
-            int bin = -1;
-            if (j < vocab) {
-                const unsigned key = topk_key(l[j]);
-                if ((key & mask) == prefix) bin = (int)((key >> shift) & 255u);
+        // logits of one row share few top digits). TOPK_UNROLL loads per
+        // thread are issued before they are used, to hide their latency.
+        for (long long base = 0; base < vocab; base += (long long)blockDim.x * TOPK_UNROLL) {
+            float v[TOPK_UNROLL];
+#pragma unroll
+            for (int u = 0; u < TOPK_UNROLL; u++) {
+                const long long j = base + (long long)u * blockDim.x + tid;
+                v[u] = j < vocab ? l[j] : 0.f;
             }
-            const unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+#pragma unroll
+            for (int u = 0; u < TOPK_UNROLL; u++) {
+                const long long j = base + (long long)u * blockDim.x + tid;
+                int bin = -1;
+                if (j < vocab) {
+                    const unsigned key = topk_key(v[u]);
+                    if ((key & mask) == prefix) bin = (int)((key >> shift) & 255u);
+                }
+                if (__any_sync(0xffffffffu, bin >= 0)) {
+                    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+                    if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+                }
+            }
         }
         __syncthreads();
         if (tid == 0) {
@@ -72,6 +88,7 @@ extern "C" __global__ void __launch_bounds__(1024) topk(const float* __restrict_
                 need -= hist[b];
             }
             s_need = need;
+            s_eqcount = hist[b]; // after the last pass: the keys equal to the threshold
             s_prefix = prefix | ((unsigned)b << shift);
             s_mask = mask | (255u << shift);
         }
@@ -81,44 +98,75 @@ extern "C" __global__ void __launch_bounds__(1024) topk(const float* __restrict_
     const int need = s_need;       // keys equal to T to take (the lowest indices)
     const int ngt = kk - need;     // keys above T (all taken)
 
-    // Gather: keys above T anywhere (atomic slots [0, ngt)), keys equal to T
-    // in index order (slots [ngt, kk)), one chunk of blockDim indices at a time.
-    for (long long base = 0; base < vocab; base += blockDim.x) {
-        const long long j = base + tid;
-        unsigned key = 0u;
-        bool eq = false;
-        if (j < vocab) {
-            key = topk_key(l[j]);
-            if (key > T) {
-                int s = atomicAdd(&s_ngt, 1);
-                c_key[s] = key;
-                c_idx[s] = (int)j;
+    // Gather: every key above T (slots [0, ngt)) and the need lowest-indexed
+    // keys equal to T (slots [ngt, kk)), in any order: the ranking below
+    // orders them.
+    if (s_eqcount == need) {
+        // Every key equal to T is taken (the usual case: no tie at the k-th
+        // place), so no index order is needed: one pass of atomic slots.
+        for (long long base = 0; base < vocab; base += (long long)blockDim.x * TOPK_UNROLL) {
+            float v[TOPK_UNROLL];
+#pragma unroll
+            for (int u = 0; u < TOPK_UNROLL; u++) {
+                const long long j = base + (long long)u * blockDim.x + tid;
+                v[u] = j < vocab ? l[j] : 0.f;
             }
-            eq = key == T;
-        }
-        const unsigned bal = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) s_wcount[warp] = __popc(bal);
-        __syncthreads();
-        if (eq) {
-            int rank = s_eqseen + __popc(bal & ((1u << lane) - 1u));
-            for (int w = 0; w < warp; w++) rank += s_wcount[w];
-            if (rank < need) {
-                c_key[ngt + rank] = key;
-                c_idx[ngt + rank] = (int)j;
+#pragma unroll
+            for (int u = 0; u < TOPK_UNROLL; u++) {
+                const long long j = base + (long long)u * blockDim.x + tid;
+                if (j >= vocab) continue;
+                const unsigned key = topk_key(v[u]);
+                if (key > T) {
+                    const int s = atomicAdd(&s_ngt, 1);
+                    c_key[s] = key;
+                    c_idx[s] = (int)j;
+                } else if (key == T) {
+                    const int s = ngt + atomicAdd(&s_neq, 1);
+                    c_key[s] = key;
+                    c_idx[s] = (int)j;
+                }
             }
         }
-        __syncthreads();
-        // Every key above T of this chunk was counted before the barrier, and
-        // the next chunk's atomics start only after the next one, so s_done
-        // is the same for every thread.
-        if (tid == 0) {
-            int tot = 0;
-            for (int w = 0; w < nwarps; w++) tot += s_wcount[w];
-            s_eqseen += tot;
-            s_done = s_eqseen >= need && s_ngt >= ngt;
+    } else {
+        // A tie at the k-th place: the keys equal to T are ranked in index
+        // order, one chunk of blockDim indices at a time.
+        for (long long base = 0; base < vocab; base += blockDim.x) {
+            const long long j = base + tid;
+            unsigned key = 0u;
+            bool eq = false;
+            if (j < vocab) {
+                key = topk_key(l[j]);
+                if (key > T) {
+                    int s = atomicAdd(&s_ngt, 1);
+                    c_key[s] = key;
+                    c_idx[s] = (int)j;
+                }
+                eq = key == T;
+            }
+            const unsigned bal = __ballot_sync(0xffffffffu, eq);
+            if (lane == 0) s_wcount[warp] = __popc(bal);
+            __syncthreads();
+            if (eq) {
+                int rank = s_eqseen + __popc(bal & ((1u << lane) - 1u));
+                for (int w = 0; w < warp; w++) rank += s_wcount[w];
+                if (rank < need) {
+                    c_key[ngt + rank] = key;
+                    c_idx[ngt + rank] = (int)j;
+                }
+            }
+            __syncthreads();
+            // Every key above T of this chunk was counted before the barrier,
+            // and the next chunk's atomics start only after the next one, so
+            // s_done is the same for every thread.
+            if (tid == 0) {
+                int tot = 0;
+                for (int w = 0; w < nwarps; w++) tot += s_wcount[w];
+                s_eqseen += tot;
+                s_done = s_eqseen >= need && s_ngt >= ngt;
+            }
+            __syncthreads();
+            if (s_done) break; // all candidates found
         }
-        __syncthreads();
-        if (s_done) break; // all candidates found
     }
     __syncthreads();
 
