@@ -62,6 +62,7 @@ gpucheck-bins: build-cuda
 	$(GO) build -trimpath -ldflags '-s -w' -o gpubin/ ./tools/qconvert
 	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -trimpath -ldflags '-s -w' -o gpubin/ ./tools/qinfer
 	mkdir -p gpudata && tar -C $(SHARED) -cJf gpudata/models.tar.xz models/stories260k models/random_llama32
+	tar -C gpubin -cf - cuda.test qconvert qinfer | xz -T0 -6 > gpudata/bins.tar.xz
 
 # docs/QUALITY.md: every packed format of stories260k against FP32 (needs jq).
 quality: build

@@ -4,9 +4,9 @@
 # "CUDA backend"):
 #   gpubin/cuda.test   go test -c -tags cuda ./infer/cuda
 #   gpubin/qconvert    go build ./tools/qconvert
-# and the two small shared models are carried as gpudata/models.tar.xz
-# (tar -C gpudata -cJf gpudata/models.tar.xz models; all three paths are
-# ignored and named in the device call's carry). It unpacks them where
+# and the two small shared models are carried as gpudata/models.tar.xz, the
+# binaries as gpudata/bins.tar.xz (`make gpucheck-bins` makes both; the
+# paths are ignored and named in the device call's carry). It unpacks them where
 # testutil looks (../shared/testdata/models), makes a random full-size
 # Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmark,
 # and prints the benchmark table last. Logs go to $OUT (or /tmp).
@@ -21,6 +21,10 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp}
 run=${1:-.}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+if [ -f gpudata/bins.tar.xz ]; then
+	# The binaries travel xz-compressed (the device call carries at most 64 MiB).
+	mkdir -p gpubin && tar -C gpubin -xJf gpudata/bins.tar.xz
+fi
 if [ ! -e ../shared/testdata/models ]; then
 	mkdir -p ../shared/testdata
 	if [ -f gpudata/models.tar.xz ]; then
@@ -42,8 +46,8 @@ if [[ $parts == *tests* ]]; then
 grep -q '^FAIL' "$out/gpu-tests.log" && exit 1
 if command -v ncu >/dev/null; then
 	# Per-kernel GPU time of 4 batch-1 F16 decode steps (the prefill's
-	# launches are skipped: 1 embed + 16*9 per layer + norm + head + argmax = 148).
-	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 148 \
+	# launches are skipped: 1 embed + 16*9 per layer + norm + head + 2 argmax = 149).
+	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 149 \
 		--print-summary per-kernel ../../gpubin/cuda.test -test.run '^TestProfile$' -profile -model1b "$model" \
 		> "$out/ncu.txt" 2>&1 || echo "ncu failed (see $out/ncu.txt)"
 	awk '/Invocations/ {name=$1; grid=$2$3$4; inv=$NF} /gpu__time_duration.sum/ {printf "ncu %-14s grid %-14s calls %4s  mean %8s us\n", name, grid, inv, $NF}' "$out/ncu.txt"

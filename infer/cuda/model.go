@@ -59,9 +59,10 @@ type Model struct {
 	// path was not taken, if cuBLAS failed to load.
 	UseGemm   bool
 	GemmError error
-	precise   bool  // every weight is float32: the GEMM path stays float32
-	attQ      int64 // tests: queries per GEMM-attention chunk (0: attChunk's choice)
-	dqRows    int64 // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
+	precise   bool         // every weight is float32: the GEMM path stays float32
+	attQ      int64        // tests: queries per GEMM-attention chunk (0: attChunk's choice)
+	dqRows    int64        // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
+	prefix    *prefixStore // prompt prefixes Generate keeps between calls (prefix.go)
 
 	graphs map[graphKey]graph
 	buf    buffers
@@ -184,6 +185,7 @@ func (g *Model) Formats() []string {
 // Close frees the model's device memory (caches made from it stay valid
 // until freed themselves).
 func (g *Model) Close() {
+	g.DropPrefixes()
 	defer g.d.bind()()
 	g.closeLocked()
 }

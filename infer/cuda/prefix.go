@@ -10,7 +10,6 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"gorgonia.org/cu"
 )
@@ -85,31 +84,20 @@ type prefixStore struct {
 	refs    map[*Cache]int
 }
 
-var (
-	prefixMu     sync.Mutex
-	prefixStores = map[*Model]*prefixStore{}
-)
-
 // prefixes returns g's store, creating it on first use.
 func (g *Model) prefixes() *prefixStore {
-	prefixMu.Lock()
-	defer prefixMu.Unlock()
-	ps := prefixStores[g]
-	if ps == nil {
-		ps = &prefixStore{refs: map[*Cache]int{}}
-		prefixStores[g] = ps
+	if g.prefix == nil {
+		g.prefix = &prefixStore{refs: map[*Cache]int{}}
 	}
-	return ps
+	return g.prefix
 }
 
 // DropPrefixes frees the prompt prefixes Generate keeps between calls (at
 // most 2 + MaxBatch/8 groups' caches). Call it before Close, or to give their
 // memory back; it must not run during Generate.
 func (g *Model) DropPrefixes() {
-	prefixMu.Lock()
-	ps := prefixStores[g]
-	delete(prefixStores, g)
-	prefixMu.Unlock()
+	ps := g.prefix
+	g.prefix = nil
 	if ps != nil {
 		ps.clear()
 	}
@@ -117,9 +105,7 @@ func (g *Model) DropPrefixes() {
 
 // PrefixBytes is the device memory of the kept prefixes.
 func (g *Model) PrefixBytes() int64 {
-	prefixMu.Lock()
-	ps := prefixStores[g]
-	prefixMu.Unlock()
+	ps := g.prefix
 	if ps == nil {
 		return 0
 	}
