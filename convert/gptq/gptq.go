@@ -24,7 +24,9 @@
 //
 // Rows are independent given U, so they are split across goroutines; each
 // goroutine runs the whole column loop on its rows with gonum's BLAS for the
-// lazy updates. GPU execution is not implemented.
+// lazy updates. The GPU version is infer/cuda's Device.GPTQ (same semantics,
+// float64 on the device), which shares WithDefaults, GroupParams, ActOrder
+// and LazyBlock with Quantize.
 package gptq
 
 import (
@@ -78,6 +80,10 @@ type Options struct {
 	// Threads bounds the goroutines (<= 0: GOMAXPROCS).
 	Threads int
 }
+
+// WithDefaults returns o with its zero fields set to the defaults, or an
+// error wrapping ErrGPTQ for invalid options (as Quantize checks them).
+func (o Options) WithDefaults() (Options, error) { return o.withDefaults() }
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Bits < 2 || o.Bits > 8 {
@@ -218,6 +224,39 @@ func findParams(x []float64, maxq float32, sym bool) params {
 	return params{float64(scale), math.RoundToEven(float64(-xmin / scale))}
 }
 
+// GroupParams returns quant.RuleGPTQ's scale and zero for one group of
+// weights x at bits bits, exactly as Quantize finds them (GPU
+// implementations share it for parameters fixed before the column loop).
+func GroupParams(x []float64, bits int, sym bool) (scale float32, zero uint8) {
+	p := findParams(x, float32(int(1)<<bits-1), sym)
+	return float32(p.scale), uint8(p.zero)
+}
+
+// ActOrder returns act-order's permutation of the columns: perm[i] is the
+// column quantized i-th, by decreasing Hessian diagonal (dead columns
+// counted as 1), ties in column order.
+func ActOrder(diag []float64) []int {
+	perm := make([]int, len(diag))
+	for j := range perm {
+		perm[j] = j
+	}
+	sort.SliceStable(perm, func(a, b int) bool { return diag[perm[a]] > diag[perm[b]] })
+	return perm
+}
+
+// LazyBlock returns the lazy-update block Quantize uses for cols columns:
+// opt.BlockSize (defaults applied) at most cols, set to the group size when
+// dynamic groups (groupSize > 0 without static groups) would straddle two
+// blocks. groupSize is the effective one (0 per channel).
+func LazyBlock(opt Options, groupSize, cols int) int {
+	B := min(opt.BlockSize, cols)
+	fixed := groupSize == 0 || opt.StaticGroups
+	if groupSize > 0 && !fixed && groupSize%B != 0 && B%groupSize != 0 {
+		B = groupSize
+	}
+	return B
+}
+
 // quantize returns the code of w and its dequantized value. The division
 // is done in float32, as torch.round(x / scale) in the reference and in
 // quant.RTN: the extreme weights of a symmetric group land exactly on a
@@ -299,7 +338,11 @@ func Quantize(ctx context.Context, w []float32, rows, cols int, h *Hessian, opt 
 		perm[j] = j
 	}
 	if opt.ActOrder {
-		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*cols+perm[a]] > H[perm[b]*cols+perm[b]] })
+		diag := make([]float64, cols)
+		for j := range diag {
+			diag[j] = H[j*cols+j]
+		}
+		perm = ActOrder(diag)
 		Wp := make([]float64, rows*cols)
 		for r := 0; r < rows; r++ {
 			for i, j := range perm {
@@ -320,10 +363,7 @@ func Quantize(ctx context.Context, w []float32, rows, cols int, h *Hessian, opt 
 	}
 	st.Damp, st.DampRaises = damp, raises
 	// Block size: groups must not straddle blocks.
-	B := min(opt.BlockSize, cols)
-	if gs > 0 && !fixed && gs%B != 0 && B%gs != 0 {
-		B = gs
-	}
+	B := LazyBlock(opt, gs, cols)
 	// Group of permuted column i and, for dynamic groups, g_idx.
 	groupOf := func(i int) int {
 		switch {
