@@ -73,7 +73,8 @@ __device__ __forceinline__ float gptq_wmax(float v) {
 //     zero are found (quant.RuleGPTQ, float32) on the current weights of
 //     columns [i, min(i+gs, cols)) and stored in scales/zeros[r*ng + i/gs];
 //     columns past the block are read from W (a group starting inside the
-//     block ends inside it);
+//     block ends inside it; one longer than the block starts at a block's
+//     first column and its later blocks reload the parameters stored);
 //   mode 1 (per channel): scales/zeros[r*ng] (ng = 1), given;
 //   mode 2 (static groups): scales/zeros[r*ng + perm[i]/gs], given;
 // q = clamp(rint(w/scale) + zero, 0, maxq) (division in float32), codes[r*cols
@@ -98,8 +99,14 @@ extern "C" __global__ void __launch_bounds__(128)
         w[k] = c < nb ? wr[i1 + c] : 0.0;
     }
     double acc = 0;
+    // Dynamic groups: a group that began in an earlier block (gs larger
+    // than the block) keeps the parameters found then.
     float scale = 1.f;
     double zero = 0;
+    if (mode == 0 && i1 % gs != 0) {
+        scale = scales[r * ng + i1 / gs];
+        zero = (double)zeros[r * ng + i1 / gs];
+    }
 #pragma unroll
     for (int kk = 0; kk < GPTQ_K; kk++) {
         if (kk * 32 >= nb) break;
