@@ -72,7 +72,11 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 	switch pol.calibrate {
 	case MethodGPTQ:
 		var rep *gptq.Report
-		c.weights, rep, err = gptq.QuantizeModel(ctx, m, set, gptq.ModelOptions{
+		run := opt.GPTQ
+		if run == nil {
+			run = gptq.QuantizeModel
+		}
+		c.weights, rep, err = run(ctx, m, set, gptq.ModelOptions{
 			Options:  gptq.Options{Bits: s.Bits, GroupSize: s.Group, Sym: s.Sym, ActOrder: opt.ActOrder, StaticGroups: true, Threads: opt.Threads},
 			Progress: tick,
 		})
@@ -86,7 +90,11 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 		}
 		var res *awq.Result
 		var rep *awq.Report
-		res, rep, err = awq.QuantizeModel(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
+		run := opt.AWQ
+		if run == nil {
+			run = awq.QuantizeModel
+		}
+		res, rep, err = run(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
 		if res != nil {
 			c.weights, c.norms, c.awq = res.Weights, res.Norms, res
 		}

@@ -1,13 +1,18 @@
 package convert
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 
+	"qllama/convert/awq"
+	"qllama/convert/calib"
+	"qllama/convert/gptq"
 	"qllama/convert/quant"
 	"qllama/format/gguf"
+	"qllama/infer"
 )
 
 // ErrOptions is wrapped by errors about invalid options.
@@ -76,7 +81,23 @@ type Options struct {
 	// ActOrder quantizes GPTQ columns in decreasing Hessian-diagonal order
 	// (with static groups, so the stored layout stays plain).
 	ActOrder bool
+	// GPTQ runs GPTQ's model walk; nil means gptq.QuantizeModel on the CPU.
+	// Commands built with the cuda tag set it to (*cuda.Device).QuantizeGPTQ
+	// for --device cuda (blocks, Hessians and the solve on the GPU).
+	GPTQ GPTQFunc
+	// AWQ runs AWQ's model walk; nil means awq.QuantizeModel on the CPU.
+	// Commands built with the cuda tag set it to (*cuda.Device).QuantizeAWQ
+	// for --device cuda, once that exists.
+	AWQ AWQFunc
 }
+
+// AWQFunc searches AWQ scales and clipping for every decoder block of m on
+// the calibration set, with awq.QuantizeModel's contract.
+type AWQFunc func(ctx context.Context, m *infer.Model, set *calib.Set, opt awq.ModelOptions) (*awq.Result, *awq.Report, error)
+
+// GPTQFunc quantizes every decoder linear of m with GPTQ on the calibration
+// set, with gptq.QuantizeModel's contract.
+type GPTQFunc func(ctx context.Context, m *infer.Model, set *calib.Set, opt gptq.ModelOptions) (map[string]*quant.Grouped, *gptq.Report, error)
 
 // Scheme is a resolved per-tensor format with its parameters.
 type Scheme struct {

@@ -81,3 +81,11 @@ extern "C" __global__ void softmax_causal(float* __restrict__ s, long long cols,
     const float inv = 1.f / sum;
     for (long long j = threadIdx.x; j < len; j += blockDim.x) p[j] = j < valid ? p[j] * inv : 0.f;
 }
+
+// strided_copy: out[i] = x[i*stride] for n values (a matrix diagonal with
+// stride cols+1).
+extern "C" __global__ void strided_copy(const float* __restrict__ x, float* __restrict__ out, long long n,
+                                        long long stride) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i * stride];
+}

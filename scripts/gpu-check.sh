@@ -44,7 +44,7 @@ if [[ $parts == *tests* ]]; then
 ../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 420s -model1b "$model" 2>&1 \
 	| tee "$out/gpu-tests.log" | grep -E '^(--- |ok|FAIL|PASS|device:)|worst|Error|error' || true
 grep -q '^FAIL' "$out/gpu-tests.log" && exit 1
-if command -v ncu >/dev/null; then
+if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
 	# Per-kernel GPU time of 4 batch-1 F16 decode steps (the prefill's
 	# launches are skipped: 1 embed + 16*9 per layer + norm + head + 2 argmax = 149).
 	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 149 \

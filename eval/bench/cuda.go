@@ -14,7 +14,8 @@ import (
 // CUDATarget benchmarks a model uploaded to a GPU by infer/cuda (built with
 // -tags cuda). Its peak memory is the most device memory in use (total
 // minus free, as the driver reports it for the whole GPU) seen after any
-// prefill or decode step since ResetPeak.
+// prefill or decode step since ResetPeak, less what was in use before the
+// model was uploaded (its context, weights, caches and scratch remain).
 type CUDATarget struct {
 	d    *cuda.Device
 	g    *cuda.Model
@@ -22,15 +23,18 @@ type CUDATarget struct {
 
 	mu   sync.Mutex
 	peak int64
+	base int64
 }
 
 // NewCUDATarget wraps g (uploaded to d from a model with configuration c).
 // info's WeightBytes, Params, Path and Format are the caller's; Vocab,
 // MaxSeq, KVBytesPerToken (the float32 device cache) and Backend are filled.
-func NewCUDATarget(d *cuda.Device, g *cuda.Model, c *infer.Config, info ModelInfo) *CUDATarget {
+// base is the device memory in use before the upload (Device.MemInfo's total
+// minus free), which PeakBytes leaves out.
+func NewCUDATarget(d *cuda.Device, g *cuda.Model, c *infer.Config, info ModelInfo, base int64) *CUDATarget {
 	info.Vocab, info.MaxSeq, info.Backend = c.Vocab, c.MaxSeq, "cuda"
 	info.KVBytesPerToken = KVBytesPerToken(c, 4)
-	return &CUDATarget{d: d, g: g, info: info}
+	return &CUDATarget{d: d, g: g, info: info, base: base}
 }
 
 // Info implements Target.
@@ -49,7 +53,7 @@ func (t *CUDATarget) PeakBytes() int64 {
 	t.sample()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.peak
+	return max(t.peak-t.base, 0)
 }
 
 func (t *CUDATarget) sample() {

@@ -82,6 +82,17 @@ func (s stream) upload(dst cu.DevicePtr, src unsafe.Pointer, n int64) error {
 	return cuErr(C.cuMemcpyHtoDAsync(C.CUdeviceptr(dst), src, C.size_t(n), s.s), "cuMemcpyHtoDAsync")
 }
 
+// zero sets n bytes (a multiple of 4) at dst to zero in stream order.
+func (s stream) zero(dst cu.DevicePtr, n int64) error {
+	return cuErr(C.cuMemsetD32Async(C.CUdeviceptr(dst), 0, C.size_t(n/4), s.s), "cuMemsetD32Async")
+}
+
+// copyDtoD copies n bytes between device buffers in stream order (after the
+// kernels queued before it, before those queued after it).
+func (s stream) copyDtoD(dst, src cu.DevicePtr, n int64) error {
+	return cuErr(C.cuMemcpyDtoDAsync(C.CUdeviceptr(dst), C.CUdeviceptr(src), C.size_t(n), s.s), "cuMemcpyDtoDAsync")
+}
+
 func (s stream) sync() error { return cuErr(C.cuStreamSynchronize(s.s), "cuStreamSynchronize") }
 
 // graph is an instantiated CUDA graph captured from the stream.

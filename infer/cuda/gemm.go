@@ -10,8 +10,10 @@ import (
 	"gorgonia.org/cu"
 )
 
-// The tensor-core path. Steps of more than gemmRows tokens (prefill, large
-// batches) run every linear layer as a cuBLAS GEMM instead of the
+// The tensor-core path. Steps of more than gemmRows tokens (prefill, and
+// decode of two or more sequences: measured on the H100, the 8-row
+// matrix-vector kernels ran a batch-8 step 3x slower than the GEMMs run a
+// batch-32 one) run every linear layer as a cuBLAS GEMM instead of the
 // matrix-vector kernels: a packed weight is dequantised to FP16 in slices of
 // at most dequantHalfs values (FP16 weights are used in place), the
 // activations are rounded to FP16, and cuBLAS accumulates in float32 on the
@@ -22,7 +24,7 @@ import (
 // fit attScoreBytes; shorter sequences of the same step use the split-K
 // kernels.
 const (
-	gemmRows      = fuseNormRows
+	gemmRows      = 1
 	attGemmRows   = 16
 	attQueryChunk = 512
 	attScoreBytes = 256 << 20
@@ -118,7 +120,12 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 	bl := g.d.blas
 	dim, qDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), int64(c.FFNDim)
 	N := int64(n)
-	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
+	hook := g.calib
+	if hook != nil {
+		if err := g.d.st.copyDtoD(b.x, hook.in, N*dim*4); err != nil {
+			return err
+		}
+	} else if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
 		return err
 	}
 	eps := float64(c.NormEps)
@@ -132,19 +139,38 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 			}
 		}
 	}
+	// capture adds XᵀX of a stage's FP16 input (buf.xh) to the calibration
+	// Hessian sum and says whether the pass stops there.
+	capture := func(stage int, cols int64) bool {
+		if hook == nil || hook.stage != stage {
+			return false
+		}
+		do(bl.gemm(opN, opT, cols, cols, N, 1, mat{ptr: b.xh, dt: dtF16, ld: cols}, mat{ptr: b.xh, dt: dtF16, ld: cols},
+			1, mat{ptr: hook.hsum, dt: dtF32, ld: cols}, 1, compute32F))
+		return true
+	}
 	for l := range g.layers {
 		L := &g.layers[l]
 		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
 		half(b.xn, N*dim, L.q, L.k, L.v)
+		if capture(calibQKV, dim) {
+			return errors.Join(errs...)
+		}
 		do(g.linear(bl, L.q, b.xn, b.q, N, false))
 		do(g.linear(bl, L.k, b.xn, b.k, N, false))
 		do(g.linear(bl, L.v, b.xn, b.v, N, false))
 		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
 		do(g.attention(bl, int64(l), spans, nsplit, chunk, kvbase, dPos, dCap))
 		half(b.att, N*qDim, L.o)
+		if capture(calibO, qDim) {
+			return errors.Join(errs...)
+		}
 		do(g.linear(bl, L.o, b.att, b.x, N, true))
 		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
 		half(b.xn, N*dim, L.gate, L.up)
+		if capture(calibGateUp, dim) {
+			return errors.Join(errs...)
+		}
 		do(g.linear(bl, L.gate, b.xn, b.h, N, false))
 		do(g.linear(bl, L.up, b.xn, b.u, N, false))
 		outf, outh := b.h, b.xh
@@ -154,10 +180,17 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 			outh = 0
 		}
 		do(g.d.launch("silu_mul", dim3{x: int((N*ffn + 255) / 256)}, 256, 0, b.h, b.u, outf, outh, N*ffn))
+		if capture(calibDown, ffn) {
+			return errors.Join(errs...)
+		}
 		do(g.linear(bl, L.down, b.h, b.x, N, true))
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
+	}
+	if hook != nil {
+		do(g.d.st.copyDtoD(hook.in, b.x, N*dim*4))
+		return errors.Join(errs...)
 	}
 	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
 	if nsel > gemmRows {

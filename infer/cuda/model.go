@@ -52,8 +52,9 @@ type Model struct {
 	// instead of about 11 per layer. Upload turns it on.
 	UseGraphs bool
 	// GraphError is why graph capture was given up, if it was.
-	GraphError  error
-	graphFailed bool
+	GraphError      error
+	graphFailed     bool
+	gemmGraphFailed bool
 	// UseGemm runs steps of more than gemmRows tokens on the tensor-core path
 	// (gemm.go) when cuBLAS loads; Upload turns it on. GemmError is why that
 	// path was not taken, if cuBLAS failed to load.
@@ -63,6 +64,7 @@ type Model struct {
 	attQ      int64        // tests: queries per GEMM-attention chunk (0: attChunk's choice)
 	dqRows    int64        // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
 	prefix    *prefixStore // prompt prefixes Generate keeps between calls (prefix.go)
+	calib     *calibHook   // set by the calibrator during its passes (calib.go)
 
 	graphs map[graphKey]graph
 	buf    buffers
@@ -441,15 +443,32 @@ func (g *Model) run(steps []Step) (int, error) {
 		}
 		return g.enqueue(n, nsel, nsplit, chunk, kvbase, dIDs, dPos, dCap, dSel)
 	}
+	// Decode-sized steps are captured as CUDA graphs and replayed, on either
+	// path, unless a sequence gets GEMM attention (its launches depend on
+	// host-side positions).
+	capturable := n <= maxGraphRows
+	for _, sp := range spans {
+		capturable = capturable && !(gemm && sp.n >= attGemmRows)
+	}
+	failed := g.graphFailed
+	if gemm {
+		failed = g.gemmGraphFailed
+	}
 	var err error
-	key := graphKey{n, nsel, nsplit, chunk}
-	if ex, ok := g.graphs[key]; ok {
+	key := graphKey{n, nsel, nsplit, chunk, gemm}
+	if ex, ok := g.graphs[key]; ok && capturable {
 		err = g.d.st.run(ex)
-	} else if g.UseGraphs && !g.graphFailed && n <= maxGraphRows && !gemm {
+	} else if g.UseGraphs && !failed && capturable {
 		var ex graph
 		if ex, err = g.d.st.capture(enqueue); err != nil {
-			// Run without graphs from now on; the error is kept for reports.
-			g.graphFailed, g.GraphError = true, err
+			// Run this kind of step without graphs from now on; the error
+			// is kept for reports.
+			if gemm {
+				g.gemmGraphFailed = true
+			} else {
+				g.graphFailed = true
+			}
+			g.GraphError = err
 			err = enqueue()
 		} else {
 			if len(g.graphs) >= maxGraphs {
@@ -523,6 +542,7 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 type graphKey struct {
 	n, nsel       int
 	nsplit, chunk int64
+	gemm          bool
 }
 
 const (

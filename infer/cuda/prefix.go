@@ -2,23 +2,12 @@
 
 package cuda
 
-/*
-#include <cuda.h>
-*/
-import "C"
-
 import (
 	"errors"
 	"fmt"
 
 	"gorgonia.org/cu"
 )
-
-// copyDtoD copies n bytes between device buffers in stream order (after the
-// kernels queued before it, before those queued after it).
-func (s stream) copyDtoD(dst, src cu.DevicePtr, n int64) error {
-	return cuErr(C.cuMemcpyDtoDAsync(C.CUdeviceptr(dst), C.CUdeviceptr(src), C.size_t(n), s.s), "cuMemcpyDtoDAsync")
-}
 
 // CopyPrefix makes c hold the first n positions of src (a shared prompt
 // prefix; n is cut to src.Len), discarding what c held, as

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 
+	"qllama/convert"
 	"qllama/eval/bench"
 	"qllama/infer/cuda"
 )
@@ -16,6 +17,13 @@ func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: GPU %d: %w", gpu, err)
 	}
+	// Memory already in use on the GPU (other processes, or this process's
+	// other models, e.g. a sweep's perplexity reference) is not the model's.
+	free0, total0, err := d.MemInfo()
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("--device cuda: GPU %d: %w", gpu, err)
+	}
 	g, err := d.Upload(l.model)
 	if err != nil {
 		d.Close()
@@ -24,7 +32,7 @@ func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 	sc := &cudaScorer{g: g}
 	return &backend{
 		name:   "cuda",
-		target: bench.NewCUDATarget(d, g, &l.model.Config, info),
+		target: bench.NewCUDATarget(d, g, &l.model.Config, info, total0-free0),
 		gen:    g,
 		energy: true,
 		scorer: sc,
@@ -77,4 +85,14 @@ func (s *cudaScorer) free() {
 		s.cache.Free()
 		s.cache = nil
 	}
+}
+
+// cudaGPTQ opens GPU gpu for a sweep's GPTQ conversion (blocks, Hessians and
+// the solve on the device); release closes it.
+func cudaGPTQ(gpu int) (convert.GPTQFunc, func(), error) {
+	d, err := cuda.Open(max(gpu, 0))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--device cuda: GPU %d: %w", gpu, err)
+	}
+	return d.QuantizeGPTQ, func() { d.Close() }, nil
 }

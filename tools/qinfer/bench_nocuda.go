@@ -5,10 +5,18 @@ package main
 import (
 	"errors"
 
+	"qllama/convert"
 	"qllama/eval/bench"
 )
 
 // cudaBackend fails: this qinfer was built without the CUDA backend.
 func cudaBackend(int, *loaded, bench.ModelInfo) (*backend, error) {
-	return nil, errors.New("--device cuda: this qinfer was built without CUDA support (build with -tags cuda)")
+	return nil, errNoCUDA
+}
+
+var errNoCUDA = errors.New("--device cuda: this qinfer was built without CUDA support (build with -tags cuda)")
+
+// cudaGPTQ fails: this qinfer was built without the CUDA backend.
+func cudaGPTQ(int) (convert.GPTQFunc, func(), error) {
+	return nil, nil, errNoCUDA
 }

@@ -396,6 +396,14 @@ func (st *study) convert(ctx context.Context, j sweep.Job) (*sweep.ConvertResult
 	if err != nil {
 		return nil, err
 	}
+	if st.device == "cuda" && (o.Method == convert.MethodGPTQ || o.Type == convert.MethodGPTQ) {
+		run, release, err := cudaGPTQ(j.GPU)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		o.GPTQ = run
+	}
 	rep, err := convert.Convert(ctx, o)
 	if err != nil {
 		return nil, err
