@@ -55,14 +55,18 @@ fi
 ) || status=1
 fi
 if [[ $parts == *study* ]]; then
-	# The quick sweep on the GPU: convert, CoQA (synthetic, 4 stories),
-	# perplexity and KL against the checkpoint (both on the GPU; 4 windows of
-	# 512 tokens of 64 synthetic stories, about 3300 tokens), benchmark.
+	# The quick sweep on the GPU plus GPTQ 4-bit (its calibration, 128 x 2048
+	# tokens of other synthetic stories, also on the GPU): convert, CoQA
+	# (synthetic, 4 stories), perplexity and KL against the checkpoint (both
+	# on the GPU; 4 windows of 512 tokens of 64 synthetic stories, about 3300
+	# tokens), benchmark.
 	study=/tmp/qllama-study
 	rm -rf "$study" && mkdir -p "$study"
 	gpubin/qinfer coqa-synth --stories 4 --seed 1 --out "$study/coqa.json"
 	gpubin/qinfer coqa-synth --stories 64 --seed 2 --out "$study/ppl-coqa.json" --text "$study/ppl.txt"
-	gpubin/qinfer sweep --experiments experiments.toml --quick --limit 4 --model-dir "$model" --coqa "$study/coqa.json" \
+	gpubin/qinfer coqa-synth --stories 96 --seed 3 --out "$study/calib-coqa.json" --text "$study/calib.txt"
+	gpubin/qinfer sweep --experiments experiments.toml --only fp16_baseline,bnb_4bit_nf4,gptq_4bit_g128,rtn_int3_g128 \
+		--limit 4 --model-dir "$model" --coqa "$study/coqa.json" --calib "$study/calib.txt" \
 		--ppl-text "$study/ppl.txt" --ppl-ctx 512 --ppl-windows 4 \
 		--device cuda --gpus 0 --bench-prompts 128,512,2048 --bench-batches 1,8,32,64 --out "$study/results" 2>&1 \
 		| tee "$out/study.log" | grep -E 'done in|failed|sweep:' || status=1
