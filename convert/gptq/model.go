@@ -97,29 +97,12 @@ func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt Mode
 			}
 			imp := h.Importance()
 			for _, sfx := range stage.Linears() {
-				name := hf.LayerTensorName(l, sfx)
-				t0 := time.Now()
-				field, err := calib.LinearField(&L, sfx)
+				name, err := QuantizeLinear(&L, l, sfx, out, rep, imp, func(w []float32, rows, cols int) (*quant.Grouped, Stats, error) {
+					return Quantize(ctx, w, rows, cols, h, opt.Options)
+				})
 				if err != nil {
 					return nil, nil, err
 				}
-				d, err := calib.DenseWeight(*field, name)
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %w", err)
-				}
-				g, st, err := Quantize(ctx, d.W, d.R, d.C, h, opt.Options)
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %s: %w", name, err)
-				}
-				deq, err := g.Dequantize()
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %s: %w", name, err)
-				}
-				*field = infer.NewDense(deq, d.R, d.C)
-				out[name] = g
-				rep.Importance[name] = imp
-				rep.Layers = append(rep.Layers, LayerReport{Name: name, Rows: d.R, Cols: d.C, Damp: st.Damp,
-					DampRaises: st.DampRaises, DeadCols: st.DeadCols, Loss: st.Loss, Seconds: time.Since(t0).Seconds()})
 				done++
 				if opt.Progress != nil {
 					opt.Progress(done, total, name)
@@ -136,4 +119,37 @@ func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt Mode
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return out, rep, nil
+}
+
+// QuantizeLinear quantizes the linear of block l (in L) with Hugging Face
+// suffix sfx by solve, replaces it in L by its dequantized weights (so that
+// later stages see it quantized), and records the result in out and rep
+// (with the stage's importance imp). It returns the tensor's name. Both the
+// CPU walk and the GPU one (infer/cuda) use it.
+func QuantizeLinear(L *infer.Layer, l int, sfx string, out map[string]*quant.Grouped, rep *Report, imp []float64,
+	solve func(w []float32, rows, cols int) (*quant.Grouped, Stats, error)) (string, error) {
+	name := hf.LayerTensorName(l, sfx)
+	t0 := time.Now()
+	field, err := calib.LinearField(L, sfx)
+	if err != nil {
+		return name, err
+	}
+	d, err := calib.DenseWeight(*field, name)
+	if err != nil {
+		return name, fmt.Errorf("gptq: %w", err)
+	}
+	g, st, err := solve(d.W, d.R, d.C)
+	if err != nil {
+		return name, fmt.Errorf("gptq: %s: %w", name, err)
+	}
+	deq, err := g.Dequantize()
+	if err != nil {
+		return name, fmt.Errorf("gptq: %s: %w", name, err)
+	}
+	*field = infer.NewDense(deq, d.R, d.C)
+	out[name] = g
+	rep.Importance[name] = imp
+	rep.Layers = append(rep.Layers, LayerReport{Name: name, Rows: d.R, Cols: d.C, Damp: st.Damp,
+		DampRaises: st.DampRaises, DeadCols: st.DeadCols, Loss: st.Loss, Seconds: time.Since(t0).Seconds()})
+	return name, nil
 }

@@ -319,25 +319,13 @@ func (d *Device) QuantizeGPTQ(ctx context.Context, m *infer.Model, set *calib.Se
 				imp[i] = v / float64(ntok)
 			}
 			for _, sfx := range stage.Linears() {
-				name := hf.LayerTensorName(l, sfx)
-				t0 := time.Now()
-				field, err := calib.LinearField(&L, sfx)
+				name, err := gptq.QuantizeLinear(&L, l, sfx, out, rep, imp, func(w []float32, rows, cols int) (*quant.Grouped, gptq.Stats, error) {
+					return d.GPTQ(ctx, w, rows, cols, k.hsum, ntok, opt.Options)
+				})
 				if err != nil {
 					return nil, nil, err
 				}
-				dw, err := calib.DenseWeight(*field, name)
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %w", err)
-				}
-				q, st, err := d.GPTQ(ctx, dw.W, dw.R, dw.C, k.hsum, ntok, opt.Options)
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %s: %w", name, err)
-				}
-				deq, err := q.Dequantize()
-				if err != nil {
-					return nil, nil, fmt.Errorf("gptq: %s: %w", name, err)
-				}
-				*field = infer.NewDense(deq, dw.R, dw.C)
+				// The block on the device sees the quantized weights too.
 				func() {
 					defer d.bind()()
 					err = k.setLinearLocked(l, &L, &k.g.layers[0], sfx)
@@ -345,10 +333,6 @@ func (d *Device) QuantizeGPTQ(ctx context.Context, m *infer.Model, set *calib.Se
 				if err != nil {
 					return nil, nil, fmt.Errorf("gptq: %s: %w", name, err)
 				}
-				out[name] = q
-				rep.Importance[name] = imp
-				rep.Layers = append(rep.Layers, gptq.LayerReport{Name: name, Rows: dw.R, Cols: dw.C, Damp: st.Damp,
-					DampRaises: st.DampRaises, DeadCols: st.DeadCols, Loss: st.Loss, Seconds: time.Since(t0).Seconds()})
 				done++
 				if opt.Progress != nil {
 					opt.Progress(done, total, name)

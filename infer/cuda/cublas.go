@@ -133,23 +133,23 @@ type blas struct {
 	Version int    // cublasGetVersion, e.g. 130100
 }
 
-// cublasCandidates is the dlopen search order, newest major first: the
-// bare soname (ld.so cache, LD_LIBRARY_PATH), then $CUDA_HOME/lib64 and the
-// usual toolkit directories, which a runfile install does not register.
-// QLLAMA_CUBLAS, if set, is tried first.
-func cublasCandidates() []string {
+// libCandidates is the dlopen search order of an NVIDIA library: the path in
+// the environment variable env if set, then for each major version in turn
+// the bare soname (ld.so cache, LD_LIBRARY_PATH), then $CUDA_HOME/lib64 and
+// the usual toolkit directories, which a runfile install does not register.
+func libCandidates(env, soname string, versions ...string) []string {
 	dirs := []string{"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"}
 	if h := os.Getenv("CUDA_HOME"); h != "" {
 		dirs = append([]string{filepath.Join(h, "lib64")}, dirs...)
 	}
 	var out []string
-	if p := os.Getenv("QLLAMA_CUBLAS"); p != "" {
+	if p := os.Getenv(env); p != "" {
 		out = append(out, p)
 	}
-	for _, v := range []string{"13", "12", "11"} {
-		out = append(out, "libcublas.so."+v)
+	for _, v := range versions {
+		out = append(out, soname+"."+v)
 		for _, dir := range dirs {
-			out = append(out, filepath.Join(dir, "libcublas.so."+v))
+			out = append(out, filepath.Join(dir, soname+"."+v))
 		}
 	}
 	return out
@@ -160,7 +160,7 @@ func cublasCandidates() []string {
 func (d *Device) openBlas() (*blas, error) {
 	lib := (*C.qcb_lib)(C.calloc(1, C.sizeof_qcb_lib))
 	var tried []string
-	for _, name := range cublasCandidates() {
+	for _, name := range libCandidates("QLLAMA_CUBLAS", "libcublas.so", "13", "12", "11") {
 		cname := C.CString(name)
 		var clt *C.char
 		if filepath.IsAbs(name) {

@@ -55,6 +55,8 @@ type Device struct {
 	args         []uint64
 	blas         *blas // cuBLAS, loaded on first use (gemm.go)
 	blasErr      error
+	solver       *solverLib // cuSOLVER, loaded on first use (gptq.go)
+	solverErr    error
 }
 
 // Open initialises device ordinal: it checks the driver version and the

@@ -95,7 +95,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -110,73 +109,55 @@ const gptqMaxBlock = 256
 
 const fillLower = 0 // CUBLAS_FILL_MODE_LOWER
 
-// cusolverCandidates is the dlopen search order: QLLAMA_CUSOLVER if set, then
-// each soname bare (ld.so cache, LD_LIBRARY_PATH) and in $CUDA_HOME/lib64 and
-// the usual toolkit directories. (libcusolver.so.11 is CUDA 11 and 12,
-// .12 CUDA 13.)
-func cusolverCandidates() []string {
-	dirs := []string{"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"}
-	if h := os.Getenv("CUDA_HOME"); h != "" {
-		dirs = append([]string{filepath.Join(h, "lib64")}, dirs...)
-	}
-	var out []string
-	if p := os.Getenv("QLLAMA_CUSOLVER"); p != "" {
-		out = append(out, p)
-	}
-	for _, v := range []string{"12", "11", "13"} {
-		out = append(out, "libcusolver.so."+v)
-		for _, dir := range dirs {
-			out = append(out, filepath.Join(dir, "libcusolver.so."+v))
+// solverLib is a loaded cuSOLVER (Device.cusolver loads it on first use).
+type solverLib struct{ lib *C.qcs_lib }
+
+// cusolver returns the device's cuSOLVER, loading it on first use: the dlopen
+// search order is QLLAMA_CUSOLVER if set, then each soname bare (ld.so cache,
+// LD_LIBRARY_PATH) and in the usual toolkit directories (libcusolver.so.11
+// is CUDA 11 and 12, .12 CUDA 13). A failure is remembered.
+func (d *Device) cusolver() (*C.qcs_lib, error) {
+	if d.solver != nil || d.solverErr != nil {
+		if d.solverErr != nil {
+			return nil, d.solverErr
 		}
+		return d.solver.lib, nil
 	}
-	return out
-}
-
-// solverLib is the process's cuSOLVER, loaded once.
-var solverLib struct {
-	once sync.Once
-	lib  *C.qcs_lib
-	err  error
-}
-
-func loadCusolver() (*C.qcs_lib, error) {
-	solverLib.once.Do(func() {
-		lib := (*C.qcs_lib)(C.calloc(1, C.sizeof_qcs_lib))
-		var tried []string
-		for _, name := range cusolverCandidates() {
-			if filepath.IsAbs(name) {
-				// Its NEEDED cuBLAS / nvJitLink may live next to it only.
-				dir := filepath.Dir(name)
-				for _, dep := range []string{"libnvJitLink.so", "libcublasLt.so", "libcublas.so"} {
-					for _, v := range []string{"13", "12", "11"} {
-						p := filepath.Join(dir, dep+"."+v)
-						if _, err := os.Stat(p); err == nil {
-							cp := C.CString(p)
-							C.qcs_preload(cp)
-							C.free(unsafe.Pointer(cp))
-						}
+	lib := (*C.qcs_lib)(C.calloc(1, C.sizeof_qcs_lib))
+	var tried []string
+	for _, name := range libCandidates("QLLAMA_CUSOLVER", "libcusolver.so", "12", "11", "13") {
+		if filepath.IsAbs(name) {
+			// Its NEEDED cuBLAS / nvJitLink may live next to it only.
+			dir := filepath.Dir(name)
+			for _, dep := range []string{"libnvJitLink.so", "libcublasLt.so", "libcublas.so"} {
+				for _, v := range []string{"13", "12", "11"} {
+					p := filepath.Join(dir, dep+"."+v)
+					if _, err := os.Stat(p); err == nil {
+						cp := C.CString(p)
+						C.qcs_preload(cp)
+						C.free(unsafe.Pointer(cp))
 					}
 				}
 			}
-			cname := C.CString(name)
-			rc := C.qcs_open(lib, cname)
-			C.free(unsafe.Pointer(cname))
-			if rc != 0 {
-				tried = append(tried, fmt.Sprintf("%s (%s)", name, C.GoString(&lib.err[0])))
-				continue
-			}
-			solverLib.lib = lib
-			return
 		}
-		C.free(unsafe.Pointer(lib))
-		solverLib.err = fmt.Errorf("cuda: no cuSOLVER library could be loaded (set QLLAMA_CUSOLVER to its path); tried %s", strings.Join(tried, "; "))
-	})
-	return solverLib.lib, solverLib.err
+		cname := C.CString(name)
+		rc := C.qcs_open(lib, cname)
+		C.free(unsafe.Pointer(cname))
+		if rc != 0 {
+			tried = append(tried, fmt.Sprintf("%s (%s)", name, C.GoString(&lib.err[0])))
+			continue
+		}
+		d.solver = &solverLib{lib}
+		return lib, nil
+	}
+	C.free(unsafe.Pointer(lib))
+	d.solverErr = fmt.Errorf("cuda: no cuSOLVER library could be loaded (set QLLAMA_CUSOLVER to its path); tried %s", strings.Join(tried, "; "))
+	return nil, d.solverErr
 }
 
 // CusolverPath returns the cuSOLVER library GPTQ uses (loading it).
-func CusolverPath() (string, error) {
-	lib, err := loadCusolver()
+func (d *Device) CusolverPath() (string, error) {
+	lib, err := d.cusolver()
 	if err != nil {
 		return "", err
 	}
@@ -269,7 +250,7 @@ func (d *Device) gptqRun(ctx context.Context, w []float32, rows, cols int, opt g
 	if err := ctx.Err(); err != nil {
 		return nil, st, err
 	}
-	lib, err := loadCusolver()
+	lib, err := d.cusolver()
 	if err != nil {
 		return nil, st, err
 	}

@@ -452,7 +452,7 @@ func TestGPTQTiming(t *testing.T) {
 	}()
 	defer freeDev(dx)
 	defer freeDev(hs)
-	if p, err := CusolverPath(); err == nil {
+	if p, err := dev.CusolverPath(); err == nil {
 		t.Logf("cuSOLVER: %s", p)
 	}
 	for _, opt := range []gptq.Options{
