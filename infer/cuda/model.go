@@ -650,16 +650,22 @@ func (g *Model) Forward(steps []Step) ([][][]float32, error) {
 	return out, nil
 }
 
+// runLast runs the steps with only each step's last-token logits kept
+// (AllLogits ignored) and returns the number of rows.
+func (g *Model) runLast(steps []Step) (int, error) {
+	plain := make([]Step, len(steps))
+	for i, s := range steps {
+		plain[i] = Step{Cache: s.Cache, Tokens: s.Tokens}
+	}
+	return g.run(plain)
+}
+
 // Greedy runs the steps and returns, per step, the argmax of its last
 // token's logits, computed on the device (only the ids come back). AllLogits
 // is ignored.
 func (g *Model) Greedy(steps []Step) ([]int, error) {
 	defer g.d.bind()()
-	plain := make([]Step, len(steps))
-	for i, s := range steps {
-		plain[i] = Step{Cache: s.Cache, Tokens: s.Tokens}
-	}
-	nsel, err := g.run(plain)
+	nsel, err := g.runLast(steps)
 	if err != nil {
 		return nil, err
 	}

@@ -57,11 +57,7 @@ func (c *candidates) free(g *Model) {
 // copy their whole row back and use Sample.
 func (g *Model) sample(steps []Step, samplers []*infer.Sampler, cand *candidates) ([]int, error) {
 	defer g.d.bind()()
-	plain := make([]Step, len(steps))
-	for i, s := range steps {
-		plain[i] = Step{Cache: s.Cache, Tokens: s.Tokens}
-	}
-	nsel, err := g.run(plain)
+	nsel, err := g.runLast(steps)
 	if err != nil {
 		return nil, err
 	}
