@@ -288,7 +288,6 @@ func TestRopeAttention(t *testing.T) {
 	// Per-row metadata.
 	var pos, kvcap []int32
 	var kvbase []uint64
-	var seqOf []int
 	var caches []cu.DevicePtr
 	for s, l := range lens {
 		p, err := dev.alloc(int64(layers*2*caps[s]*kvDim*4), "cache")
@@ -298,7 +297,7 @@ func TestRopeAttention(t *testing.T) {
 		defer cu.MemFree(p)
 		caches = append(caches, p)
 		for j := 0; j < l; j++ {
-			pos, kvcap, kvbase, seqOf = append(pos, int32(j)), append(kvcap, int32(caps[s])), append(kvbase, uint64(p)), append(seqOf, s)
+			pos, kvcap, kvbase = append(pos, int32(j)), append(kvcap, int32(caps[s])), append(kvbase, uint64(p))
 		}
 	}
 	dq, dk, dv := devF32(t, q), devF32(t, k), devF32(t, v)
