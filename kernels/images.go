@@ -14,7 +14,7 @@ import (
 var files embed.FS
 
 // Modules lists the kernel modules, one per .cu file.
-var Modules = []string{"attention", "gemm", "gptq", "matvec", "norm", "rope", "sample"}
+var Modules = []string{"attention", "awq", "gemm", "gptq", "matvec", "norm", "rope", "sample"}
 
 // Image is one module's code in the forms a driver can load.
 type Image struct {

@@ -105,6 +105,15 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// WithDefaults returns the options with the defaults filled in (GroupSize
+// -1 becoming 0, one group per row) as QuantizeModel uses and reports them,
+// or an error for invalid ones.
+func (o Options) WithDefaults() (Options, error) { return o.withDefaults() }
+
+// Grouped returns the RTN options of the final quantization (quant.RuleAWQ);
+// o must have its defaults (WithDefaults).
+func (o Options) Grouped() quant.GroupedOptions { return o.grouped() }
+
 func (o Options) grouped() quant.GroupedOptions {
 	return quant.GroupedOptions{Bits: o.Bits, GroupSize: o.GroupSize, Rule: quant.RuleAWQ}
 }

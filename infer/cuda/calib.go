@@ -35,10 +35,19 @@ const calibRows = 16384
 // stage to hsum (cols x cols float32, X in FP16 as the linears read it), and
 // either stops there or, with stage < 0, runs the whole block and writes the
 // output hidden states back over in.
+//
+// AWQ (awq.go) adds two optional hooks: with awq set, every stage's capture
+// point also records that stage's FP16 input statistics (awqCapture); with
+// out set, the step stops after the linear ending the sub-block outAt
+// (calibO: o_proj, calibDown: down_proj) and writes that linear's output,
+// before the residual add, to out (float32 rows) instead.
 type calibHook struct {
 	in    cu.DevicePtr
 	stage int
 	hsum  cu.DevicePtr
+	awq   *awqStats
+	out   cu.DevicePtr
+	outAt int
 }
 
 // calibrator runs one decoder block at a time over every calibration sample

@@ -142,7 +142,13 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 	// capture adds XᵀX of a stage's FP16 input (buf.xh) to the calibration
 	// Hessian sum and says whether the pass stops there.
 	capture := func(stage int, cols int64) bool {
-		if hook == nil || hook.stage != stage {
+		if hook == nil {
+			return false
+		}
+		if hook.awq != nil {
+			do(g.awqCapture(hook.awq, stage, cols, N))
+		}
+		if hook.stage != stage {
 			return false
 		}
 		do(bl.gemm(opN, opT, cols, cols, N, 1, mat{ptr: b.xh, dt: dtF16, ld: cols}, mat{ptr: b.xh, dt: dtF16, ld: cols},
@@ -165,6 +171,10 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 		if capture(calibO, qDim) {
 			return errors.Join(errs...)
 		}
+		if hook != nil && hook.out != 0 && hook.outAt == calibO {
+			do(g.linear(bl, L.o, b.att, hook.out, N, false))
+			return errors.Join(errs...)
+		}
 		do(g.linear(bl, L.o, b.att, b.x, N, true))
 		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
 		half(b.xn, N*dim, L.gate, L.up)
@@ -181,6 +191,10 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 		}
 		do(g.d.launch("silu_mul", dim3{x: int((N*ffn + 255) / 256)}, 256, 0, b.h, b.u, outf, outh, N*ffn))
 		if capture(calibDown, ffn) {
+			return errors.Join(errs...)
+		}
+		if hook != nil && hook.out != 0 && hook.outAt == calibDown {
+			do(g.linear(bl, L.down, b.h, hook.out, N, false))
 			return errors.Join(errs...)
 		}
 		do(g.linear(bl, L.down, b.h, b.x, N, true))
