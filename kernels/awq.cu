@@ -129,8 +129,9 @@ extern "C" __global__ void awq_fakequant(const float* __restrict__ w, const floa
 // fake-quantized and its error d = Q(clamped) - w weighed by the group's
 // Gram matrix (G + k·gs·gs, leading dimension gs, symmetric), dᵀGd; best[r·ng
 // + k] gets the shrunk max with the smallest error (amax when none is
-// finite). Grid: x over groups, y over rows (looping); AWQ_THREADS threads;
-// dynamic shared memory 2·gs floats.
+// finite). Grid: x over rows, y over groups (consecutive blocks share a
+// group's Gram matrix in the caches); AWQ_THREADS threads; dynamic shared
+// memory 2·gs floats.
 extern "C" __global__ void awq_clip(const float* __restrict__ w, const float* __restrict__ G, float* __restrict__ best,
                                     long long rows, long long cols, long long gs, long long steps, double gridd,
                                     double maxqd) {
@@ -138,10 +139,10 @@ extern "C" __global__ void awq_clip(const float* __restrict__ w, const float* __
     float* wg = sh;
     float* d = sh + gs;
     const float maxq = (float)maxqd, grid = (float)gridd;
-    const long long k = blockIdx.x, ng = gridDim.x;
+    const long long k = blockIdx.y, ng = gridDim.y;
     const long long lo = k * gs, m = min(cols, lo + gs) - lo;
     const float* Gk = G + k * gs * gs;
-    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         float amax = 0;
         __syncthreads();
         for (long long j = threadIdx.x; j < m; j += blockDim.x) {

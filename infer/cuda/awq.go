@@ -377,7 +377,7 @@ func (w *awqWalk) clip(sfx string, d *infer.Dense) (int, error) {
 			return err
 		}
 		steps := int64(w.o.MaxShrink * float64(w.o.Grid))
-		if err := w.d.launch("awq_clip", dim3{x: ng, y: min(rows, 65535)}, awqThreads, 2*gs*4, w.orig[sfx], w.gram, w.best,
+		if err := w.d.launch("awq_clip", dim3{x: rows, y: ng}, awqThreads, 2*gs*4, w.orig[sfx], w.gram, w.best,
 			int64(rows), int64(cols), int64(gs), steps, float64(w.o.Grid), float64(int(1)<<w.o.Bits-1)); err != nil {
 			return err
 		}
@@ -389,21 +389,27 @@ func (w *awqWalk) clip(sfx string, d *infer.Dense) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	clipped := 0
-	for r := 0; r < rows; r++ {
-		for k := 0; k < ng; k++ {
-			wg := d.W[r*cols+k*gs : r*cols+min(cols, (k+1)*gs)]
-			var amax float32
-			for _, v := range wg {
-				amax = max(amax, float32(math.Abs(float64(v))))
-			}
-			if b := best[r*ng+k]; b < amax {
-				clipped++
-				for j, v := range wg {
-					wg[j] = min(max(v, -b), b)
+	counts := make([]int, rows)
+	infer.ParallelFor(rows, cols, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			for k := 0; k < ng; k++ {
+				wg := d.W[r*cols+k*gs : r*cols+min(cols, (k+1)*gs)]
+				var amax float32
+				for _, v := range wg {
+					amax = max(amax, float32(math.Abs(float64(v))))
+				}
+				if b := best[r*ng+k]; b < amax {
+					counts[r]++
+					for j, v := range wg {
+						wg[j] = min(max(v, -b), b)
+					}
 				}
 			}
 		}
+	})
+	clipped := 0
+	for _, c := range counts {
+		clipped += c
 	}
 	return clipped, nil
 }
@@ -645,16 +651,20 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 	}
 	report("up->down", a, loss, rtn, "")
 
-	// Apply the scales as awq does.
+	// Apply the scales as awq does (element by element, rows in parallel).
 	scaleCols := func(d *infer.Dense, s []float32) {
-		for i := range d.W {
-			d.W[i] *= s[i%d.C]
-		}
+		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
+			for i := r0 * d.C; i < r1*d.C; i++ {
+				d.W[i] *= s[i%d.C]
+			}
+		})
 	}
 	divRows := func(d *infer.Dense, s []float32) {
-		for i := range d.W {
-			d.W[i] /= s[i/d.C]
-		}
+		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
+			for i := r0 * d.C; i < r1*d.C; i++ {
+				d.W[i] /= s[i/d.C]
+			}
+		})
 	}
 	divInput := func(x []float32, cols int, s []float32) {
 		for i := range x {
