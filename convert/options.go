@@ -87,7 +87,7 @@ type Options struct {
 	GPTQ GPTQFunc
 	// AWQ runs AWQ's model walk; nil means awq.QuantizeModel on the CPU.
 	// Commands built with the cuda tag set it to (*cuda.Device).QuantizeAWQ
-	// for --device cuda, once that exists.
+	// for --device cuda (blocks, statistics and searches on the GPU).
 	AWQ AWQFunc
 }
 

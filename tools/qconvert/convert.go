@@ -29,8 +29,8 @@ func convertFlags() []cli.Flag {
 		&cli.StringFlag{Name: "embed-type", Usage: "format of token_embd (default: --type)"},
 		&cli.StringFlag{Name: "head-type", Usage: "format of the output projection (default: --embed-type; written separately when it differs from a tied embedding)"},
 		&cli.IntFlag{Name: "threads", Usage: "quantizing goroutines (default: all cores)"},
-		&cli.StringFlag{Name: "device", Usage: "gptq: where calibration runs, cpu or cuda (default: cuda when this build has CUDA and a GPU is present)"},
-		&cli.IntFlag{Name: "gpu", Usage: "gptq with --device cuda: the GPU ordinal"},
+		&cli.StringFlag{Name: "device", Usage: "gptq/awq: where calibration runs, cpu or cuda (default: cuda when this build has CUDA and a GPU is present)"},
+		&cli.IntFlag{Name: "gpu", Usage: "gptq/awq with --device cuda: the GPU ordinal"},
 		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON instead of a table"},
 	}
 }
@@ -65,13 +65,17 @@ func runConvert(c *cli.Context) error {
 		Type: c.String("type"), EmbedType: c.String("embed-type"), HeadType: c.String("head-type"),
 		Threads: c.Int("threads"), Progress: c.App.ErrWriter,
 	}
-	if opt.Method == convert.MethodGPTQ || opt.Type == convert.MethodGPTQ {
-		run, release, err := gptqDevice(c.String("device"), c.Int("gpu"))
+	for _, m := range []string{opt.Method, opt.Type} {
+		if m != convert.MethodGPTQ && m != convert.MethodAWQ {
+			continue
+		}
+		gptqRun, awqRun, release, err := calibDevice(c.String("device"), c.Int("gpu"))
 		if err != nil {
 			return err
 		}
 		defer release()
-		opt.GPTQ = run
+		opt.GPTQ, opt.AWQ = gptqRun, awqRun
+		break
 	}
 	rep, err := convert.Convert(c.Context, opt)
 	if err != nil {

@@ -87,12 +87,12 @@ func (s *cudaScorer) free() {
 	}
 }
 
-// cudaGPTQ opens GPU gpu for a sweep's GPTQ conversion (blocks, Hessians and
-// the solve on the device); release closes it.
-func cudaGPTQ(gpu int) (convert.GPTQFunc, func(), error) {
+// cudaCalib opens GPU gpu for a sweep's GPTQ or AWQ conversion (blocks,
+// statistics and solves on the device); release closes it.
+func cudaCalib(gpu int) (convert.GPTQFunc, convert.AWQFunc, func(), error) {
 	d, err := cuda.Open(max(gpu, 0))
 	if err != nil {
-		return nil, nil, fmt.Errorf("--device cuda: GPU %d: %w", gpu, err)
+		return nil, nil, nil, fmt.Errorf("--device cuda: GPU %d: %w", gpu, err)
 	}
-	return d.QuantizeGPTQ, func() { d.Close() }, nil
+	return d.QuantizeGPTQ, d.QuantizeAWQ, func() { d.Close() }, nil
 }

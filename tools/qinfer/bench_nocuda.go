@@ -16,7 +16,7 @@ func cudaBackend(int, *loaded, bench.ModelInfo) (*backend, error) {
 
 var errNoCUDA = errors.New("--device cuda: this qinfer was built without CUDA support (build with -tags cuda)")
 
-// cudaGPTQ fails: this qinfer was built without the CUDA backend.
-func cudaGPTQ(int) (convert.GPTQFunc, func(), error) {
-	return nil, nil, errNoCUDA
+// cudaCalib fails: this qinfer was built without the CUDA backend.
+func cudaCalib(int) (convert.GPTQFunc, convert.AWQFunc, func(), error) {
+	return nil, nil, nil, errNoCUDA
 }

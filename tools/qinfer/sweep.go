@@ -396,13 +396,14 @@ func (st *study) convert(ctx context.Context, j sweep.Job) (*sweep.ConvertResult
 	if err != nil {
 		return nil, err
 	}
-	if st.device == "cuda" && (o.Method == convert.MethodGPTQ || o.Type == convert.MethodGPTQ) {
-		run, release, err := cudaGPTQ(j.GPU)
+	calibrated := o.Method == convert.MethodGPTQ || o.Type == convert.MethodGPTQ || o.Method == convert.MethodAWQ || o.Type == convert.MethodAWQ
+	if st.device == "cuda" && calibrated {
+		gptqRun, awqRun, release, err := cudaCalib(j.GPU)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
-		o.GPTQ = run
+		o.GPTQ, o.AWQ = gptqRun, awqRun
 	}
 	rep, err := convert.Convert(ctx, o)
 	if err != nil {
