@@ -585,10 +585,13 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 		cols := st.Cols(c)
 		sums := make([]float64, 2*cols)
 		xs[i] = make([]float32, int(w.nclip)*cols)
-		if err := download(sums, w.st.sums[i]); err != nil {
-			return err
-		}
-		if err := download(xs[i], w.st.rows[i]); err != nil {
+		if err := func() error {
+			defer w.d.bind()() // the copies need the context current on this thread
+			if err := download(sums, w.st.sums[i]); err != nil {
+				return err
+			}
+			return download(xs[i], w.st.rows[i])
+		}(); err != nil {
 			return err
 		}
 		mean, imp := sums[:cols], sums[cols:]
