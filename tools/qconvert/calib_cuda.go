@@ -33,3 +33,6 @@ func calibDevice(device string, gpu int) (convert.GPTQFunc, convert.AWQFunc, fun
 	}
 	return nil, nil, nil, fmt.Errorf("--device %q: want cpu or cuda", device)
 }
+
+// cudaBuildTag is true in builds with the cuda tag (tests skip CPU-build checks).
+const cudaBuildTag = true

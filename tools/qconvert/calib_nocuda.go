@@ -19,3 +19,6 @@ func calibDevice(device string, _ int) (convert.GPTQFunc, convert.AWQFunc, func(
 	}
 	return nil, nil, nil, fmt.Errorf("--device %q: want cpu or cuda", device)
 }
+
+// cudaBuildTag is true in builds with the cuda tag (tests skip CPU-build checks).
+const cudaBuildTag = false

@@ -90,6 +90,7 @@ func TestConvertUsageErrors(t *testing.T) {
 		{[]string{"--in", filepath.Join(dir, "missing"), "--out", out, "--method", "q8_0"}, "missing"},
 		{[]string{"inspect"}, "exactly one FILE"},
 		{[]string{"inspect", in}, in},
+		{[]string{"--in", in, "--out", out, "--method", "gptq", "--calib", in + "/tokenizer.json", "--device", "tpu"}, `--device "tpu"`},
 	} {
 		_, _, err := run(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -98,6 +99,27 @@ func TestConvertUsageErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("failed commands left %d files", len(ents))
+	}
+}
+
+// TestConvertDeviceCPUBuild checks that a build without CUDA refuses
+// --device cuda for calibrated methods with a clear message, and accepts
+// --device cpu.
+func TestConvertDeviceCPUBuild(t *testing.T) {
+	if cudaBuildTag {
+		t.Skip("built with the cuda tag")
+	}
+	in := testutil.Shared(t, "models", "stories260k")
+	out := filepath.Join(t.TempDir(), "x.gguf")
+	_, _, err := run(t, "--in", in, "--out", out, "--method", "awq", "--calib", in+"/tokenizer.json", "--device", "cuda")
+	if err == nil || !strings.Contains(err.Error(), "built without CUDA") {
+		t.Errorf("--device cuda in a CPU build: error %v, want one saying the build has no CUDA", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("refused conversion left %s", out)
+	}
+	if _, _, err := run(t, "--in", in, "--out", out, "--method", "q8_0", "--device", "cuda"); err != nil {
+		t.Errorf("--device only matters to gptq/awq; q8_0 with --device cuda: %v", err)
 	}
 }
 
