@@ -8,8 +8,9 @@
 # binaries as gpudata/bins.tar.xz (`make gpucheck-bins` makes both; the
 # paths are ignored and named in the device call's carry). It unpacks them where
 # testutil looks (../shared/testdata/models), makes a random full-size
-# Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmark,
-# and prints the benchmark table last. Logs go to $OUT (or /tmp).
+# Llama-3.2-1B with qconvert random, runs every GPU test, then the benchmarks
+# (GPTQ and AWQ of the 1B, decode/prefill per format), and prints the
+# benchmark table last. Logs go to $OUT (or /tmp).
 # Last, the quick study (issue 7) runs on the GPU with gpubin/qinfer (built
 # with -tags cuda): qinfer sweep --quick over the random 1B with a synthetic
 # CoQA file and a synthetic perplexity text; its results (model files
@@ -77,7 +78,9 @@ if [[ $parts != *perf* ]]; then
 	exit $status
 fi
 cd infer/cuda
-../../gpubin/cuda.test -test.run '^TestPerf$' -test.timeout 420s -perf -model1b "$model" 2>&1 | tee "$out/gpu-perf.log" \
-	| sed -n '/^PERF/,$p'
+# The calibration benchmarks (GPTQ 128 x 2048, AWQ 128 x 512 tokens on the 1B;
+# about 30 and 50 s), then the decode/prefill table, printed last.
+../../gpubin/cuda.test -test.run '^(TestGPTQ1B|TestAWQ1B|TestPerf)$' -test.timeout 540s -perf -model1b "$model" 2>&1 \
+	| tee "$out/gpu-perf.log" | sed -n '/^GPTQ1B\|^AWQ1B/p; /^PERF/,$p'
 grep -q '^FAIL' "$out/gpu-perf.log" && status=1
 exit $status
