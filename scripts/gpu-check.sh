@@ -42,7 +42,7 @@ parts=${PARTS:-tests perf study}
 status=0
 if [[ $parts == *tests* ]]; then
 (cd infer/cuda
-../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 420s -model1b "$model" 2>&1 \
+../../gpubin/cuda.test -test.v -test.run "$run" -test.timeout 540s -model1b "$model" 2>&1 \
 	| tee "$out/gpu-tests.log" | grep -E '^(--- |ok|FAIL|PASS|device:)|worst|Error|error' || true
 grep -q '^FAIL' "$out/gpu-tests.log" && exit 1
 if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
