@@ -100,6 +100,23 @@ type ModelOptions struct {
 // float32: 3.5 GiB for 128 x 512 tokens at Llama-3.2-1B's shape, as the
 // reference holds them). Fewer samples shrink it proportionally.
 func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt ModelOptions) (*Result, *Report, error) {
+	return Walk(ctx, m, set, opt, func(o Options, x []float32) (BlockFunc, func(), error) {
+		return func(ctx context.Context, l int, res *Result, rep *Report) error {
+			return quantizeBlock(ctx, m, l, x, set, o, res, rep)
+		}, func() {}, nil
+	})
+}
+
+// BlockFunc quantizes decoder block l, given every earlier block already
+// quantized, adding its results to res and rep.
+type BlockFunc func(ctx context.Context, l int, res *Result, rep *Report) error
+
+// Walk is QuantizeModel's outer loop, shared by the CPU walk and the GPU one
+// (infer/cuda): it checks the options and the model, embeds the samples,
+// calls prepare with the options (defaults applied) and the embeddings
+// ([samples*seqLen, Dim]), then runs the BlockFunc it returns on every
+// block in order, reporting progress after each, and finally release.
+func Walk(ctx context.Context, m *infer.Model, set *calib.Set, opt ModelOptions, prepare func(o Options, x []float32) (BlockFunc, func(), error)) (*Result, *Report, error) {
 	start := time.Now()
 	o, err := opt.Options.withDefaults()
 	if err != nil {
@@ -112,6 +129,11 @@ func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt Mode
 	if err != nil {
 		return nil, nil, fmt.Errorf("awq: %w", err)
 	}
+	run, release, err := prepare(o, x)
+	if err != nil {
+		return nil, nil, fmt.Errorf("awq: %w", err)
+	}
+	defer release()
 	res := &Result{Weights: map[string]*quant.Grouped{}, Norms: map[string][]float32{},
 		InScales: map[string][]float32{}, OutScales: map[string][]float32{}}
 	rep := &Report{Calib: set.Info, Options: o, Importance: calib.Importance{}}
@@ -120,7 +142,7 @@ func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt Mode
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		if err := quantizeBlock(ctx, m, l, x, set, o, res, rep); err != nil {
+		if err := run(ctx, l, res, rep); err != nil {
 			return nil, nil, fmt.Errorf("awq: layer %d: %w", l, err)
 		}
 		done += 7
@@ -132,39 +154,50 @@ func QuantizeModel(ctx context.Context, m *infer.Model, set *calib.Set, opt Mode
 	return res, rep, nil
 }
 
-// block holds float copies of one decoder block's weights.
-type block struct {
-	attnNorm, ffnNorm []float32
-	w                 map[string]*infer.Dense
+// Block holds float32 copies of one decoder block's norms and linears (by
+// Hugging Face suffix), which the AWQ search rescales.
+type Block struct {
+	AttnNorm, FFNNorm []float32
+	W                 map[string]*infer.Dense
 }
 
-func (b *block) layer() infer.Layer {
-	return infer.Layer{AttnNorm: b.attnNorm, FFNNorm: b.ffnNorm, Q: b.w[hf.AttnQ], K: b.w[hf.AttnK], V: b.w[hf.AttnV],
-		O: b.w[hf.AttnO], Gate: b.w[hf.FFNGate], Up: b.w[hf.FFNUp], Down: b.w[hf.FFNDown]}
+// CopyBlock copies block l of m (its linears must be *infer.Dense).
+func CopyBlock(m *infer.Model, l int) (*Block, error) {
+	src := &m.Layers[l]
+	b := &Block{AttnNorm: append([]float32(nil), src.AttnNorm...), FFNNorm: append([]float32(nil), src.FFNNorm...), W: map[string]*infer.Dense{}}
+	for _, st := range calib.Stages {
+		for _, sfx := range st.Linears() {
+			f, err := calib.LinearField(src, sfx)
+			if err != nil {
+				return nil, err
+			}
+			d, err := calib.DenseWeight(*f, hf.LayerTensorName(l, sfx))
+			if err != nil {
+				return nil, err
+			}
+			b.W[sfx] = infer.NewDense(append([]float32(nil), d.W...), d.R, d.C)
+		}
+	}
+	return b, nil
+}
+
+// Layer returns the block as an infer.Layer sharing its slices.
+func (b *Block) Layer() infer.Layer {
+	return infer.Layer{AttnNorm: b.AttnNorm, FFNNorm: b.FFNNorm, Q: b.W[hf.AttnQ], K: b.W[hf.AttnK], V: b.W[hf.AttnV],
+		O: b.W[hf.AttnO], Gate: b.W[hf.FFNGate], Up: b.W[hf.FFNUp], Down: b.W[hf.FFNDown]}
 }
 
 func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set *calib.Set, o Options, res *Result, rep *Report) error {
 	c := &m.Config
 	nseq, seqLen := len(set.Samples), set.Info.SeqLen
 	n := nseq * seqLen
-	src := &m.Layers[l]
-	b := &block{attnNorm: append([]float32(nil), src.AttnNorm...), ffnNorm: append([]float32(nil), src.FFNNorm...), w: map[string]*infer.Dense{}}
-	for _, st := range calib.Stages {
-		for _, sfx := range st.Linears() {
-			f, err := calib.LinearField(src, sfx)
-			if err != nil {
-				return err
-			}
-			d, err := calib.DenseWeight(*f, hf.LayerTensorName(l, sfx))
-			if err != nil {
-				return err
-			}
-			b.w[sfx] = infer.NewDense(append([]float32(nil), d.W...), d.R, d.C)
-		}
+	b, err := CopyBlock(m, l)
+	if err != nil {
+		return err
 	}
 	// Float activations of this block on its (quantized-prefix) inputs.
 	var acts infer.BlockActivations
-	L := b.layer()
+	L := b.Layer()
 	if err := infer.BlockForward(c, &L, append([]float32(nil), x...), nseq, seqLen, &acts); err != nil {
 		return err
 	}
@@ -177,9 +210,9 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	// fq returns a copy of the layer with the named linears fake-quantized
 	// under input scales s.
 	fq := func(s []float32, names ...string) (infer.Layer, error) {
-		L := b.layer()
+		L := b.Layer()
 		for _, sfx := range names {
-			d := b.w[sfx]
+			d := b.W[sfx]
 			deq, err := FakeQuant(d.W, d.R, d.C, s, o)
 			if err != nil {
 				return L, err
@@ -194,7 +227,7 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	}
 	// 1. input_layernorm -> q, k, v, inspecting the attention output.
 	sQKV, a, loss, rtn, err := Search(MeanAbs(acts.AttnIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
-		L := b.layer()
+		L := b.Layer()
 		if s != nil {
 			var err error
 			if L, err = fq(s, hf.AttnQ, hf.AttnK, hf.AttnV); err != nil {
@@ -229,7 +262,7 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			}
 			return e
 		}
-		dO := b.w[hf.AttnO]
+		dO := b.W[hf.AttnO]
 		sKV, a, loss, rtn, err = Search(meanKV, o.Grid, func(s []float32) ([]float32, error) {
 			w := dO.W
 			if s != nil {
@@ -250,7 +283,7 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	}
 	// 3. post_attention_layernorm -> gate, up, inspecting the MLP output.
 	sGU, a, loss, rtn, err := Search(MeanAbs(acts.FFNIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
-		L := b.layer()
+		L := b.Layer()
 		if s != nil {
 			var err error
 			if L, err = fq(s, hf.FFNGate, hf.FFNUp); err != nil {
@@ -265,7 +298,7 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	}
 	report("post_attention_layernorm->gate,up", a, loss, rtn, "")
 	// 4. up -> down.
-	dD := b.w[hf.FFNDown]
+	dD := b.W[hf.FFNDown]
 	sDown, a, loss, rtn, err := Search(MeanAbs(acts.DownIn, n, c.FFNDim), o.Grid, func(s []float32) ([]float32, error) {
 		w := dD.W
 		if s != nil {
@@ -300,24 +333,24 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			x[i] /= s[i%cols]
 		}
 	}
-	for j := range b.attnNorm {
-		b.attnNorm[j] /= sQKV[j]
-		b.ffnNorm[j] /= sGU[j]
+	for j := range b.AttnNorm {
+		b.AttnNorm[j] /= sQKV[j]
+		b.FFNNorm[j] /= sGU[j]
 	}
 	for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
-		scaleCols(b.w[sfx], sQKV)
+		scaleCols(b.W[sfx], sQKV)
 	}
 	divInput(acts.AttnIn, c.Dim, sQKV)
 	if sKV != nil {
-		divRows(b.w[hf.AttnV], sKV)
-		scaleCols(b.w[hf.AttnO], sO)
+		divRows(b.W[hf.AttnV], sKV)
+		scaleCols(b.W[hf.AttnO], sO)
 		divInput(acts.OIn, qDim, sO)
 	}
-	scaleCols(b.w[hf.FFNGate], sGU)
-	scaleCols(b.w[hf.FFNUp], sGU)
+	scaleCols(b.W[hf.FFNGate], sGU)
+	scaleCols(b.W[hf.FFNUp], sGU)
 	divInput(acts.FFNIn, c.Dim, sGU)
-	divRows(b.w[hf.FFNUp], sDown)
-	scaleCols(b.w[hf.FFNDown], sDown)
+	divRows(b.W[hf.FFNUp], sDown)
+	scaleCols(b.W[hf.FFNDown], sDown)
 	divInput(acts.DownIn, c.FFNDim, sDown)
 
 	inScale := map[string][]float32{hf.AttnQ: sQKV, hf.AttnK: sQKV, hf.AttnV: sQKV, hf.AttnO: sO,
@@ -330,7 +363,7 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 				return err
 			}
 			t0 := time.Now()
-			d := b.w[sfx]
+			d := b.W[sfx]
 			name := hf.LayerTensorName(l, sfx)
 			clipped := 0
 			if !o.NoClip && sfx != hf.AttnQ && sfx != hf.AttnK {
@@ -353,13 +386,13 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			if err != nil {
 				return err
 			}
-			b.w[sfx] = infer.NewDense(deq, d.R, d.C)
+			b.W[sfx] = infer.NewDense(deq, d.R, d.C)
 			rep.Layers = append(rep.Layers, LayerReport{Name: name, Rows: d.R, Cols: d.C, Clipped: clipped, Seconds: time.Since(t0).Seconds()})
 		}
 	}
-	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.attnNorm
-	res.Norms[hf.LayerTensorName(l, hf.FFNNorm)] = b.ffnNorm
+	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.AttnNorm
+	res.Norms[hf.LayerTensorName(l, hf.FFNNorm)] = b.FFNNorm
 	// Next block's input: this block quantized (scaled basis, same function).
-	L = b.layer()
+	L = b.Layer()
 	return infer.BlockForward(c, &L, x, nseq, seqLen, nil)
 }

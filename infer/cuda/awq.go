@@ -482,86 +482,39 @@ func awqRTN(w []float32, rows, cols int, opt quant.GroupedOptions) (*quant.Group
 // of activations), two [tokens][Dim] float32 sub-block outputs, float32
 // copies of one block's linears and the clipping rows.
 func (d *Device) QuantizeAWQ(ctx context.Context, m *infer.Model, set *calib.Set, opt awq.ModelOptions) (*awq.Result, *awq.Report, error) {
-	start := time.Now()
-	o, err := opt.Options.WithDefaults()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := m.Check(); err != nil {
-		return nil, nil, fmt.Errorf("awq: %w", err)
-	}
-	x, err := calib.Embed(m, set)
-	if err != nil {
-		return nil, nil, fmt.Errorf("awq: %w", err)
-	}
-	c := &m.Config
-	k, err := d.newCalibrator(c, x, len(set.Samples), set.Info.SeqLen)
-	if err != nil {
-		return nil, nil, fmt.Errorf("awq: %w", err)
-	}
-	defer k.close()
-	w, err := d.newAWQWalk(k, c, o)
-	if err != nil {
-		return nil, nil, fmt.Errorf("awq: %w", err)
-	}
-	defer w.close()
-	res := &awq.Result{Weights: map[string]*quant.Grouped{}, Norms: map[string][]float32{},
-		InScales: map[string][]float32{}, OutScales: map[string][]float32{}}
-	rep := &awq.Report{Calib: set.Info, Options: o, Importance: calib.Importance{}}
-	done, total := 0, 7*len(m.Layers)
-	for l := range m.Layers {
-		if err := ctx.Err(); err != nil {
+	return awq.Walk(ctx, m, set, opt, func(o awq.Options, x []float32) (awq.BlockFunc, func(), error) {
+		k, err := d.newCalibrator(&m.Config, x, len(set.Samples), set.Info.SeqLen)
+		if err != nil {
 			return nil, nil, err
 		}
-		if err := w.block(ctx, m, l, res, rep); err != nil {
-			return nil, nil, fmt.Errorf("awq: layer %d: %w", l, err)
+		w, err := d.newAWQWalk(k, &m.Config, o)
+		if err != nil {
+			k.close()
+			return nil, nil, err
 		}
-		done += 7
-		if opt.Progress != nil {
-			opt.Progress(done, total, hf.LayerTensorName(l, hf.FFNDown))
-		}
-	}
-	rep.Seconds = time.Since(start).Seconds()
-	return res, rep, nil
-}
-
-// awqBlock holds float copies of one decoder block's weights (awq's block).
-type awqBlock struct {
-	attnNorm, ffnNorm []float32
-	w                 map[string]*infer.Dense
-}
-
-func (b *awqBlock) layer() infer.Layer {
-	return infer.Layer{AttnNorm: b.attnNorm, FFNNorm: b.ffnNorm, Q: b.w[hf.AttnQ], K: b.w[hf.AttnK], V: b.w[hf.AttnV],
-		O: b.w[hf.AttnO], Gate: b.w[hf.FFNGate], Up: b.w[hf.FFNUp], Down: b.w[hf.FFNDown]}
+		return func(ctx context.Context, l int, res *awq.Result, rep *awq.Report) error {
+			return w.block(ctx, m, l, res, rep)
+		}, func() { w.close(); k.close() }, nil
+	})
 }
 
 // block runs awq's quantizeBlock for layer l on the device.
 func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Result, rep *awq.Report) error {
 	c, o, k := w.c, w.o, w.k
 	n := int(w.n)
-	src := &m.Layers[l]
-	b := &awqBlock{attnNorm: append([]float32(nil), src.AttnNorm...), ffnNorm: append([]float32(nil), src.FFNNorm...), w: map[string]*infer.Dense{}}
-	for _, sfx := range awqLinears {
-		f, err := calib.LinearField(src, sfx)
-		if err != nil {
-			return err
-		}
-		dw, err := calib.DenseWeight(*f, hf.LayerTensorName(l, sfx))
-		if err != nil {
-			return err
-		}
-		b.w[sfx] = infer.NewDense(append([]float32(nil), dw.W...), dw.R, dw.C)
+	b, err := awq.CopyBlock(m, l)
+	if err != nil {
+		return err
 	}
 	// The float block on the device, its float32 linears beside it.
-	L := b.layer()
+	L := b.Layer()
 	if err := k.setBlock(l, &L); err != nil {
 		return err
 	}
-	err := func() error {
+	err = func() error {
 		defer w.d.bind()()
 		for _, sfx := range awqLinears {
-			if err := w.uploadF32(w.orig[sfx], b.w[sfx].W, hf.LayerTensorName(l, sfx)); err != nil {
+			if err := w.uploadF32(w.orig[sfx], b.W[sfx].W, hf.LayerTensorName(l, sfx)); err != nil {
 				return err
 			}
 		}
@@ -674,24 +627,24 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 			x[i] /= s[i%cols]
 		}
 	}
-	for j := range b.attnNorm {
-		b.attnNorm[j] /= sQKV[j]
-		b.ffnNorm[j] /= sGU[j]
+	for j := range b.AttnNorm {
+		b.AttnNorm[j] /= sQKV[j]
+		b.FFNNorm[j] /= sGU[j]
 	}
 	for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
-		scaleCols(b.w[sfx], sQKV)
+		scaleCols(b.W[sfx], sQKV)
 	}
 	divInput(xs[calibQKV], c.Dim, sQKV)
 	if sKV != nil {
-		divRows(b.w[hf.AttnV], sKV)
-		scaleCols(b.w[hf.AttnO], sO)
+		divRows(b.W[hf.AttnV], sKV)
+		scaleCols(b.W[hf.AttnO], sO)
 		divInput(xs[calibO], qDim, sO)
 	}
-	scaleCols(b.w[hf.FFNGate], sGU)
-	scaleCols(b.w[hf.FFNUp], sGU)
+	scaleCols(b.W[hf.FFNGate], sGU)
+	scaleCols(b.W[hf.FFNUp], sGU)
 	divInput(xs[calibGateUp], c.Dim, sGU)
-	divRows(b.w[hf.FFNUp], sDown)
-	scaleCols(b.w[hf.FFNDown], sDown)
+	divRows(b.W[hf.FFNUp], sDown)
+	scaleCols(b.W[hf.FFNDown], sDown)
 	divInput(xs[calibDown], c.FFNDim, sDown)
 
 	inScale := map[string][]float32{hf.AttnQ: sQKV, hf.AttnK: sQKV, hf.AttnV: sQKV, hf.AttnO: sO,
@@ -705,7 +658,7 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 				return err
 			}
 			t0 := time.Now()
-			dw := b.w[sfx]
+			dw := b.W[sfx]
 			name := hf.LayerTensorName(l, sfx)
 			clipped := 0
 			if !o.NoClip && sfx != hf.AttnQ && sfx != hf.AttnK {
@@ -735,14 +688,14 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 			if s := outScale[sfx]; s != nil {
 				res.OutScales[name] = s
 			}
-			b.w[sfx] = infer.NewDense(deq, dw.R, dw.C)
+			b.W[sfx] = infer.NewDense(deq, dw.R, dw.C)
 			rep.Layers = append(rep.Layers, awq.LayerReport{Name: name, Rows: dw.R, Cols: dw.C, Clipped: clipped, Seconds: time.Since(t0).Seconds()})
 		}
 	}
-	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.attnNorm
-	res.Norms[hf.LayerTensorName(l, hf.FFNNorm)] = b.ffnNorm
+	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.AttnNorm
+	res.Norms[hf.LayerTensorName(l, hf.FFNNorm)] = b.FFNNorm
 	// Next block's input: this block quantized (scaled basis, same function).
-	L = b.layer()
+	L = b.Layer()
 	if err := k.setBlock(l, &L); err != nil {
 		return err
 	}
