@@ -10,11 +10,8 @@ package cuda
 
 /*
 #cgo LDFLAGS: -ldl
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <link.h>
+#include "dl.h" // first: it defines _GNU_SOURCE for dlinfo
 #include <stdlib.h>
-#include <string.h>
 #include <cuda.h>
 
 typedef int (*qcb_create_t)(void**);
@@ -45,13 +42,8 @@ typedef struct {
 // looks up every symbol. 0 on success, else l->err says why.
 static int qcb_open(qcb_lib* l, const char* name, const char* lt) {
 	memset(l, 0, sizeof *l);
-	if (lt) dlopen(lt, RTLD_NOW | RTLD_GLOBAL);
-	void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		const char* e = dlerror();
-		strncpy(l->err, e ? e : "dlopen failed", sizeof l->err - 1);
-		return 1;
-	}
+	void* h = qdl_open(name, lt, l->err, sizeof l->err);
+	if (!h) return 1;
 	l->create = (qcb_create_t)dlsym(h, "cublasCreate_v2");
 	l->destroy = (qcb_destroy_t)dlsym(h, "cublasDestroy_v2");
 	l->version = (qcb_version_t)dlsym(h, "cublasGetVersion_v2");
@@ -59,13 +51,9 @@ static int qcb_open(qcb_lib* l, const char* name, const char* lt) {
 	l->workspace = (qcb_workspace_t)dlsym(h, "cublasSetWorkspace_v2");
 	l->gemm = (qcb_gemm_t)dlsym(h, "cublasGemmEx");
 	l->gemm_sb = (qcb_gemm_sb_t)dlsym(h, "cublasGemmStridedBatchedEx");
-	if (!l->create || !l->destroy || !l->version || !l->stream || !l->workspace || !l->gemm || !l->gemm_sb) {
-		strncpy(l->err, "a cuBLAS entry point is missing (cuBLAS 11 or newer is needed)", sizeof l->err - 1);
-		dlclose(h);
-		return 2;
-	}
-	struct link_map* lm = NULL;
-	if (dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name) strncpy(l->path, lm->l_name, sizeof l->path - 1);
+	if (!l->create || !l->destroy || !l->version || !l->stream || !l->workspace || !l->gemm || !l->gemm_sb)
+		return qdl_missing(h, "a cuBLAS entry point is missing (cuBLAS 11 or newer is needed)", l->err, sizeof l->err);
+	qdl_path(h, l->path, sizeof l->path);
 	l->lib = h;
 	return 0;
 }

@@ -20,11 +20,8 @@ package cuda
 
 /*
 #cgo LDFLAGS: -ldl
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <link.h>
+#include "dl.h" // first: it defines _GNU_SOURCE for dlinfo
 #include <stdlib.h>
-#include <string.h>
 #include <cuda.h>
 
 typedef int (*qcs_create_t)(void**);
@@ -50,12 +47,8 @@ static void qcs_preload(const char* name) { dlopen(name, RTLD_NOW | RTLD_GLOBAL)
 
 static int qcs_open(qcs_lib* l, const char* name) {
 	memset(l, 0, sizeof *l);
-	void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		const char* e = dlerror();
-		strncpy(l->err, e ? e : "dlopen failed", sizeof l->err - 1);
-		return 1;
-	}
+	void* h = qdl_open(name, NULL, l->err, sizeof l->err);
+	if (!h) return 1;
 	l->create = (qcs_create_t)dlsym(h, "cusolverDnCreate");
 	l->destroy = (qcs_destroy_t)dlsym(h, "cusolverDnDestroy");
 	l->stream = (qcs_stream_t)dlsym(h, "cusolverDnSetStream");
@@ -63,13 +56,9 @@ static int qcs_open(qcs_lib* l, const char* name) {
 	l->potri_bs = (qcs_bufsize_t)dlsym(h, "cusolverDnDpotri_bufferSize");
 	l->potrf = (qcs_fact_t)dlsym(h, "cusolverDnDpotrf");
 	l->potri = (qcs_fact_t)dlsym(h, "cusolverDnDpotri");
-	if (!l->create || !l->destroy || !l->stream || !l->potrf_bs || !l->potri_bs || !l->potrf || !l->potri) {
-		strncpy(l->err, "a cuSOLVER entry point is missing (cuSOLVER 11 or newer is needed)", sizeof l->err - 1);
-		dlclose(h);
-		return 2;
-	}
-	struct link_map* lm = NULL;
-	if (dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name) strncpy(l->path, lm->l_name, sizeof l->path - 1);
+	if (!l->create || !l->destroy || !l->stream || !l->potrf_bs || !l->potri_bs || !l->potrf || !l->potri)
+		return qdl_missing(h, "a cuSOLVER entry point is missing (cuSOLVER 11 or newer is needed)", l->err, sizeof l->err);
+	qdl_path(h, l->path, sizeof l->path);
 	l->lib = h;
 	return 0;
 }
