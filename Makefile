@@ -56,7 +56,8 @@ kernels:
 # The tools with the CUDA backend.
 build-cuda:
 	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) build -tags cuda -o $(BIN)/cuda/ ./tools/...
-# What scripts/gpu-check.sh expects on the GPU machine (carry gpubin and gpudata).
+# What scripts/gpu-check.sh expects on the GPU machine: carry gpudata/bins.tar.xz
+# and gpudata/models.tar.xz (the device call takes at most 64 MiB).
 gpucheck-bins: build-cuda
 	CGO_ENABLED=1 CGO_LDFLAGS="$(CUDA_LDFLAGS)" $(GO) test -c -tags cuda -trimpath -ldflags '-s -w' -o gpubin/cuda.test ./infer/cuda
 	$(GO) build -trimpath -ldflags '-s -w' -o gpubin/ ./tools/qconvert
