@@ -248,20 +248,8 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	if group > 1 && o.SkipGQA {
 		report("v->o", 0, 0, 0, fmt.Sprintf("v_proj has %d outputs, o_proj %d inputs (SkipGQA)", kvDim, qDim))
 	} else {
-		meanO := MeanAbs(acts.OIn, n, qDim)
-		meanKV := make([]float64, kvDim)
-		for h := 0; h < c.Heads; h++ {
-			for i := 0; i < hd; i++ {
-				meanKV[(h/group)*hd+i] += meanO[h*hd+i] / float64(group)
-			}
-		}
-		expand := func(s []float32) []float32 {
-			e := make([]float32, qDim)
-			for h := 0; h < c.Heads; h++ {
-				copy(e[h*hd:(h+1)*hd], s[(h/group)*hd:(h/group+1)*hd])
-			}
-			return e
-		}
+		meanKV := GQAMeans(MeanAbs(acts.OIn, n, qDim), c.Heads, c.KVHeads, hd)
+		expand := func(s []float32) []float32 { return GQAExpand(s, c.Heads, c.KVHeads, hd) }
 		dO := b.W[hf.AttnO]
 		sKV, a, loss, rtn, err = Search(meanKV, o.Grid, func(s []float32) ([]float32, error) {
 			w := dO.W
@@ -318,44 +306,8 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 
 	// Apply the scales: fold into norms / preceding rows, scale columns and
 	// the captured inputs.
-	scaleCols := func(d *infer.Dense, s []float32) {
-		for i := range d.W {
-			d.W[i] *= s[i%d.C]
-		}
-	}
-	divRows := func(d *infer.Dense, s []float32) {
-		for i := range d.W {
-			d.W[i] /= s[i/d.C]
-		}
-	}
-	divInput := func(x []float32, cols int, s []float32) {
-		for i := range x[:n*cols] {
-			x[i] /= s[i%cols]
-		}
-	}
-	for j := range b.AttnNorm {
-		b.AttnNorm[j] /= sQKV[j]
-		b.FFNNorm[j] /= sGU[j]
-	}
-	for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
-		scaleCols(b.W[sfx], sQKV)
-	}
-	divInput(acts.AttnIn, c.Dim, sQKV)
-	if sKV != nil {
-		divRows(b.W[hf.AttnV], sKV)
-		scaleCols(b.W[hf.AttnO], sO)
-		divInput(acts.OIn, qDim, sO)
-	}
-	scaleCols(b.W[hf.FFNGate], sGU)
-	scaleCols(b.W[hf.FFNUp], sGU)
-	divInput(acts.FFNIn, c.Dim, sGU)
-	divRows(b.W[hf.FFNUp], sDown)
-	scaleCols(b.W[hf.FFNDown], sDown)
-	divInput(acts.DownIn, c.FFNDim, sDown)
-
-	inScale := map[string][]float32{hf.AttnQ: sQKV, hf.AttnK: sQKV, hf.AttnV: sQKV, hf.AttnO: sO,
-		hf.FFNGate: sGU, hf.FFNUp: sGU, hf.FFNDown: sDown}
-	outScale := map[string][]float32{hf.AttnV: sKV, hf.FFNUp: sDown}
+	inScale, outScale := b.Apply(c, BlockScales{QKV: sQKV, KV: sKV, O: sO, GateUp: sGU, Down: sDown},
+		[4][]float32{acts.AttnIn[:n*c.Dim], acts.OIn[:n*qDim], acts.FFNIn[:n*c.Dim], acts.DownIn[:n*c.FFNDim]})
 	// Clip (not q, k) and quantize.
 	for _, st := range calib.Stages {
 		for _, sfx := range st.Linears() {
@@ -395,4 +347,84 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	// Next block's input: this block quantized (scaled basis, same function).
 	L = b.Layer()
 	return infer.BlockForward(c, &L, x, nseq, seqLen, nil)
+}
+
+// GQAMeans averages o_proj's per-input-channel activation means over the
+// query heads that share each KV head: the per-channel statistic of v_proj's
+// outputs, whose scales o_proj's inputs then repeat (see the package doc).
+func GQAMeans(meanO []float64, heads, kvHeads, hd int) []float64 {
+	group := heads / kvHeads
+	out := make([]float64, kvHeads*hd)
+	for h := 0; h < heads; h++ {
+		for i := 0; i < hd; i++ {
+			out[(h/group)*hd+i] += meanO[h*hd+i] / float64(group)
+		}
+	}
+	return out
+}
+
+// GQAExpand repeats per-KV-channel scales for every query head of the
+// KV head's group: o_proj's input scales.
+func GQAExpand(s []float32, heads, kvHeads, hd int) []float32 {
+	group := heads / kvHeads
+	e := make([]float32, heads*hd)
+	for h := 0; h < heads; h++ {
+		copy(e[h*hd:(h+1)*hd], s[(h/group)*hd:(h/group+1)*hd])
+	}
+	return e
+}
+
+// BlockScales are the scales a block's search chose, per input channel: of
+// q/k/v, of o_proj (O: KV expanded to the query heads; KV is folded into
+// v_proj's rows; both nil when v->o was skipped), of gate/up and of down.
+type BlockScales struct{ QKV, KV, O, GateUp, Down []float32 }
+
+// Apply folds s into the block: norms and preceding rows divided, the
+// scaled linears' columns multiplied, so the block computes the same
+// function; the captured stage inputs xs (by calib.Stage, rows of each
+// stage's width) are divided to stay the inputs of the scaled linears. It
+// returns each linear's input and output scales by Hugging Face suffix.
+func (b *Block) Apply(c *infer.Config, s BlockScales, xs [4][]float32) (in, out map[string][]float32) {
+	scaleCols := func(d *infer.Dense, v []float32) {
+		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
+			for i := r0 * d.C; i < r1*d.C; i++ {
+				d.W[i] *= v[i%d.C]
+			}
+		})
+	}
+	divRows := func(d *infer.Dense, v []float32) {
+		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
+			for i := r0 * d.C; i < r1*d.C; i++ {
+				d.W[i] /= v[i/d.C]
+			}
+		})
+	}
+	divInput := func(x []float32, v []float32) {
+		for i := range x {
+			x[i] /= v[i%len(v)]
+		}
+	}
+	for j := range b.AttnNorm {
+		b.AttnNorm[j] /= s.QKV[j]
+		b.FFNNorm[j] /= s.GateUp[j]
+	}
+	for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
+		scaleCols(b.W[sfx], s.QKV)
+	}
+	divInput(xs[calib.StageQKV], s.QKV)
+	if s.KV != nil {
+		divRows(b.W[hf.AttnV], s.KV)
+		scaleCols(b.W[hf.AttnO], s.O)
+		divInput(xs[calib.StageO], s.O)
+	}
+	scaleCols(b.W[hf.FFNGate], s.GateUp)
+	scaleCols(b.W[hf.FFNUp], s.GateUp)
+	divInput(xs[calib.StageGateUp], s.GateUp)
+	divRows(b.W[hf.FFNUp], s.Down)
+	scaleCols(b.W[hf.FFNDown], s.Down)
+	divInput(xs[calib.StageDown], s.Down)
+	in = map[string][]float32{hf.AttnQ: s.QKV, hf.AttnK: s.QKV, hf.AttnV: s.QKV, hf.AttnO: s.O,
+		hf.FFNGate: s.GateUp, hf.FFNUp: s.GateUp, hf.FFNDown: s.Down}
+	out = map[string][]float32{hf.AttnV: s.KV, hf.FFNUp: s.Down}
+	return in, out
 }

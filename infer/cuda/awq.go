@@ -573,20 +573,8 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 	if group > 1 && o.SkipGQA {
 		report("v->o", 0, 0, 0, fmt.Sprintf("v_proj has %d outputs, o_proj %d inputs (SkipGQA)", kvDim, qDim))
 	} else {
-		meanO := means[calibO]
-		meanKV := make([]float64, kvDim)
-		for h := 0; h < c.Heads; h++ {
-			for i := 0; i < hd; i++ {
-				meanKV[(h/group)*hd+i] += meanO[h*hd+i] / float64(group)
-			}
-		}
-		expand := func(s []float32) []float32 {
-			e := make([]float32, qDim)
-			for h := 0; h < c.Heads; h++ {
-				copy(e[h*hd:(h+1)*hd], s[(h/group)*hd:(h/group+1)*hd])
-			}
-			return e
-		}
+		meanKV := awq.GQAMeans(means[calibO], c.Heads, c.KVHeads, hd)
+		expand := func(s []float32) []float32 { return awq.GQAExpand(s, c.Heads, c.KVHeads, hd) }
 		sKV, a, loss, rtn, err = w.search(ctx, meanKV, calibO, []string{hf.AttnO}, expand)
 		if err != nil {
 			return err
@@ -607,49 +595,8 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 	}
 	report("up->down", a, loss, rtn, "")
 
-	// Apply the scales as awq does (element by element, rows in parallel).
-	scaleCols := func(d *infer.Dense, s []float32) {
-		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
-			for i := r0 * d.C; i < r1*d.C; i++ {
-				d.W[i] *= s[i%d.C]
-			}
-		})
-	}
-	divRows := func(d *infer.Dense, s []float32) {
-		infer.ParallelFor(d.R, d.C, func(r0, r1 int) {
-			for i := r0 * d.C; i < r1*d.C; i++ {
-				d.W[i] /= s[i/d.C]
-			}
-		})
-	}
-	divInput := func(x []float32, cols int, s []float32) {
-		for i := range x {
-			x[i] /= s[i%cols]
-		}
-	}
-	for j := range b.AttnNorm {
-		b.AttnNorm[j] /= sQKV[j]
-		b.FFNNorm[j] /= sGU[j]
-	}
-	for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
-		scaleCols(b.W[sfx], sQKV)
-	}
-	divInput(xs[calibQKV], c.Dim, sQKV)
-	if sKV != nil {
-		divRows(b.W[hf.AttnV], sKV)
-		scaleCols(b.W[hf.AttnO], sO)
-		divInput(xs[calibO], qDim, sO)
-	}
-	scaleCols(b.W[hf.FFNGate], sGU)
-	scaleCols(b.W[hf.FFNUp], sGU)
-	divInput(xs[calibGateUp], c.Dim, sGU)
-	divRows(b.W[hf.FFNUp], sDown)
-	scaleCols(b.W[hf.FFNDown], sDown)
-	divInput(xs[calibDown], c.FFNDim, sDown)
-
-	inScale := map[string][]float32{hf.AttnQ: sQKV, hf.AttnK: sQKV, hf.AttnV: sQKV, hf.AttnO: sO,
-		hf.FFNGate: sGU, hf.FFNUp: sGU, hf.FFNDown: sDown}
-	outScale := map[string][]float32{hf.AttnV: sKV, hf.FFNUp: sDown}
+	// Apply the scales as awq does.
+	inScale, outScale := b.Apply(c, awq.BlockScales{QKV: sQKV, KV: sKV, O: sO, GateUp: sGU, Down: sDown}, xs)
 	// Clip (not q, k) and quantize.
 	for i, st := range calib.Stages {
 		gramReady := false
