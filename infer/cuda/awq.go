@@ -204,32 +204,17 @@ func (w *awqWalk) uploadF32(p cu.DevicePtr, v []float32, what string) error {
 func (w *awqWalk) pass(ctx context.Context, outAt int, out cu.DevicePtr, stats bool) error {
 	k := w.k
 	defer w.d.bind()()
-	g := k.g
-	dim := int64(g.Dim)
-	zeros := make([]int, k.seqLen)
-	for s0 := 0; s0 < k.nseq; s0 += k.batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		nb := min(k.batch, k.nseq-s0)
-		steps := make([]Step, nb)
-		for i := range steps {
-			k.caches[i].Len = 0
-			steps[i] = Step{Cache: k.caches[i], Tokens: zeros}
-		}
-		row0 := int64(s0) * int64(k.seqLen)
+	dim := int64(k.g.Dim)
+	if err := k.batches(ctx, func(row0 int64) *calibHook {
 		hook := &calibHook{in: k.hidden + cu.DevicePtr(row0*dim*4), stage: -1, out: out + cu.DevicePtr(row0*dim*4), outAt: outAt}
 		if stats {
 			st := w.st
 			st.row0 = row0
 			hook.awq = &st
 		}
-		g.calib = hook
-		_, err := g.run(steps)
-		g.calib = nil
-		if err != nil {
-			return fmt.Errorf("cuda: awq pass: %w", err)
-		}
+		return hook
+	}); err != nil {
+		return fmt.Errorf("cuda: awq pass: %w", err)
 	}
 	return k.d.st.sync()
 }

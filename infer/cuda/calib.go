@@ -239,6 +239,19 @@ func (k *calibrator) pass(ctx context.Context, stage int, cols int64) error {
 		}
 	}
 	dim := int64(g.Dim)
+	if err := k.batches(ctx, func(row0 int64) *calibHook {
+		return &calibHook{in: k.hidden + cu.DevicePtr(row0*dim*4), stage: stage, hsum: k.hsum}
+	}); err != nil {
+		return fmt.Errorf("cuda: calibration pass: %w", err)
+	}
+	return k.d.st.sync()
+}
+
+// batches runs the block over every sample, one forward step per batch of
+// k.batch samples, each with the hook hook returns for the batch's first
+// hidden-state row (the device must be bound).
+func (k *calibrator) batches(ctx context.Context, hook func(row0 int64) *calibHook) error {
+	g := k.g
 	zeros := make([]int, k.seqLen)
 	for s0 := 0; s0 < k.nseq; s0 += k.batch {
 		if err := ctx.Err(); err != nil {
@@ -250,14 +263,14 @@ func (k *calibrator) pass(ctx context.Context, stage int, cols int64) error {
 			k.caches[i].Len = 0
 			steps[i] = Step{Cache: k.caches[i], Tokens: zeros}
 		}
-		g.calib = &calibHook{in: k.hidden + cu.DevicePtr(int64(s0)*int64(k.seqLen)*dim*4), stage: stage, hsum: k.hsum}
+		g.calib = hook(int64(s0) * int64(k.seqLen))
 		_, err := g.run(steps)
 		g.calib = nil
 		if err != nil {
-			return fmt.Errorf("cuda: calibration pass: %w", err)
+			return err
 		}
 	}
-	return k.d.st.sync()
+	return nil
 }
 
 // diag returns the diagonal of the Hessian sum (cols values).
