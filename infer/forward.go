@@ -220,18 +220,27 @@ func (r *Runner) Forward(steps []Step) ([][][]float32, error) {
 	}
 	logits := make([]float32, len(rows)*c.Vocab)
 	m.Output.MatMul(logits, b.sel, len(rows))
-	out := make([][][]float32, len(steps))
-	i := 0
-	for si, s := range steps {
-		k := 1
+	counts := make([]int, len(steps))
+	for i, s := range steps {
+		counts[i] = 1
 		if s.AllLogits {
-			k = len(s.Tokens)
+			counts[i] = len(s.Tokens)
 		}
+	}
+	return SplitLogits(logits, c.Vocab, counts), nil
+}
+
+// SplitLogits cuts consecutive rows of vocab logits into per-step groups of
+// counts[i] rows (Forward's result shape); the rows alias logits.
+func SplitLogits(logits []float32, vocab int, counts []int) [][][]float32 {
+	out := make([][][]float32, len(counts))
+	i := 0
+	for si, k := range counts {
 		out[si] = make([][]float32, k)
-		for j := 0; j < k; j++ {
-			out[si][j] = logits[i*c.Vocab : (i+1)*c.Vocab : (i+1)*c.Vocab]
+		for j := range k {
+			out[si][j] = logits[i*vocab : (i+1)*vocab : (i+1)*vocab]
 			i++
 		}
 	}
-	return out, nil
+	return out
 }

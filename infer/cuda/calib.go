@@ -305,6 +305,9 @@ func (k *calibrator) diag(cols int64) ([]float64, error) {
 // convert.Options.GPTQ.
 func (d *Device) QuantizeGPTQ(ctx context.Context, m *infer.Model, set *calib.Set, opt gptq.ModelOptions) (map[string]*quant.Grouped, *gptq.Report, error) {
 	start := time.Now()
+	if _, err := opt.Options.WithDefaults(); err != nil {
+		return nil, nil, err // before the uploads, as the CPU walk
+	}
 	if err := m.Check(); err != nil {
 		return nil, nil, fmt.Errorf("gptq: %w", err)
 	}

@@ -634,20 +634,14 @@ func (g *Model) Forward(steps []Step) ([][][]float32, error) {
 	if err := download(logits, g.buf.logits); err != nil {
 		return nil, err
 	}
-	out := make([][][]float32, len(steps))
-	i := 0
-	for si, s := range steps {
-		k := 1
+	counts := make([]int, len(steps))
+	for i, s := range steps {
+		counts[i] = 1
 		if s.AllLogits {
-			k = len(s.Tokens)
-		}
-		out[si] = make([][]float32, k)
-		for j := range k {
-			out[si][j] = logits[i*V : (i+1)*V : (i+1)*V]
-			i++
+			counts[i] = len(s.Tokens)
 		}
 	}
-	return out, nil
+	return infer.SplitLogits(logits, V, counts), nil
 }
 
 // runLast runs the steps with only each step's last-token logits kept
