@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	pbar "qllama/internal/progress"
 	"strconv"
 	"strings"
 	"time"
@@ -187,7 +188,7 @@ func fetchOnce(ctx context.Context, client *http.Client, rawURL, part, name stri
 	if err != nil {
 		return &httpStatusError{rawURL, err.Error()}
 	}
-	prog := newProgress(progress, name, "B", total, off, true)
+	prog := pbar.New(progress, total, name, pbar.Options{Bytes: true, Already: off})
 	n, copyErr := io.Copy(f, &countingReader{r: resp.Body, p: prog})
 	syncErr := f.Sync()
 	closeErr := f.Close()
@@ -243,7 +244,7 @@ func parseContentRange(h string) (start, total int64, err error) {
 
 type countingReader struct {
 	r io.Reader
-	p *progress
+	p *pbar.Bar
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {

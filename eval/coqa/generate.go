@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	pbar "qllama/internal/progress"
 	"slices"
 	"sync"
 	"time"
@@ -129,7 +130,7 @@ func Schedule(ctx context.Context, gen Generator, reqs []Request, progress io.Wr
 	}
 	bs := max(1, gen.MaxBatch())
 	out := make(map[string]Completion, len(reqs))
-	prog := newProgress(progress, "coqa", "q", int64(len(reqs)), 0, false)
+	prog := pbar.New(progress, int64(len(reqs)), "coqa", pbar.Options{Unit: "q"})
 	start := time.Now()
 	var mu sync.Mutex
 	for lo := 0; lo < len(reqs); lo += bs {

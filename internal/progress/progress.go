@@ -19,47 +19,58 @@ type Bar struct {
 	bar      *progressbar.ProgressBar // nil when not on a terminal
 	w        io.Writer
 	desc     string
-	total    int64
+	opt      Options
+	total    int64 // <= 0: unknown
 	done     int64
 	start    time.Time
 	lastLine time.Time
-	bytes    bool
-	every    time.Duration
 }
 
 // Options tune a Bar.
 type Options struct {
-	Bytes bool          // units are bytes: show MB and MB/s
-	Every time.Duration // plain-line interval when not on a terminal (default 5 s)
+	Bytes   bool          // units are bytes: show MiB and MiB/s
+	Unit    string        // name of a unit in plain lines, e.g. "q" (not for Bytes)
+	Already int64         // units done before this run (a resumed download); not in the rate
+	Every   time.Duration // plain-line interval when not on a terminal (default 5 s)
 }
 
-// New returns a Bar writing to w (nothing is written when w is nil). On a
-// terminal it draws a bar; otherwise it prints a line every few seconds.
+// New returns a Bar writing to w (nothing is written when w is nil); total
+// <= 0 means unknown. On a terminal it draws a bar; otherwise it prints a
+// line every few seconds.
 func New(w io.Writer, total int64, desc string, opt Options) *Bar {
-	b := &Bar{w: w, desc: desc, total: total, start: time.Now(), bytes: opt.Bytes, every: opt.Every}
-	if b.every <= 0 {
-		b.every = 5 * time.Second
+	b := &Bar{w: w, desc: desc, opt: opt, total: total, done: opt.Already, start: time.Now()}
+	if b.opt.Every <= 0 {
+		b.opt.Every = 5 * time.Second
 	}
 	b.lastLine = b.start
 	if w == nil {
 		return b
 	}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		max := total
+		if max <= 0 {
+			max = -1
+		}
 		opts := []progressbar.Option{
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionSetDescription(desc),
-			progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionThrottle(100 * time.Millisecond),
 			progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
 		}
 		if opt.Bytes {
-			opts = append(opts, progressbar.OptionShowBytes(true))
+			opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowTotalBytes(true))
 		} else {
-			opts = append(opts, progressbar.OptionShowIts())
+			opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts())
+			if opt.Unit != "" {
+				opts = append(opts, progressbar.OptionSetItsString(opt.Unit))
+			}
 		}
-		b.bar = progressbar.NewOptions64(total, opts...)
+		b.bar = progressbar.NewOptions64(max, opts...)
+		if opt.Already > 0 {
+			_ = b.bar.Set64(opt.Already)
+		}
 	}
 	return b
 }
@@ -73,9 +84,9 @@ func (b *Bar) Add(n int64) {
 		_ = b.bar.Add64(n)
 		return
 	}
-	if b.w != nil && time.Since(b.lastLine) >= b.every {
-		b.lastLine = time.Now()
-		fmt.Fprintln(b.w, b.line())
+	if t := time.Now(); b.w != nil && t.Sub(b.lastLine) >= b.opt.Every {
+		b.lastLine = t
+		fmt.Fprintln(b.w, b.line(t))
 	}
 }
 
@@ -88,27 +99,39 @@ func (b *Bar) Finish() {
 		return
 	}
 	if b.w != nil {
-		fmt.Fprintln(b.w, b.line())
+		fmt.Fprintln(b.w, b.line(time.Now()))
 	}
 }
 
-func (b *Bar) line() string {
-	el := time.Since(b.start).Seconds()
+// line is a plain progress line, e.g. "coqa: 2/8 (25.0%) q, 1.50 q/s, ETA
+// 4s, elapsed 1.333s" or "x.gguf: 12.0/40.0 MiB (30.0%), 8.00 MiB/s, ...".
+func (b *Bar) line(t time.Time) string {
+	el := t.Sub(b.start).Seconds()
 	rate := 0.0
 	if el > 0 {
-		rate = float64(b.done) / el
+		rate = float64(b.done-b.opt.Already) / el
 	}
-	eta := "?"
-	if rate > 0 && b.total > 0 {
-		eta = (time.Duration(float64(b.total-b.done)/rate) * time.Second).Round(time.Second).String()
+	amount := func(v int64) string {
+		if b.opt.Bytes {
+			return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20))
+		}
+		return fmt.Sprint(v)
 	}
-	pct := 0.0
+	s := b.desc + ": " + amount(b.done)
 	if b.total > 0 {
-		pct = 100 * float64(b.done) / float64(b.total)
+		s += fmt.Sprintf("/%s (%.1f%%)", amount(b.total), 100*float64(b.done)/float64(b.total))
 	}
-	if b.bytes {
-		return fmt.Sprintf("%s: %.0f/%.0f MB (%.0f%%), %.1f MB/s, %.1fs elapsed, ETA %s", b.desc,
-			float64(b.done)/1e6, float64(b.total)/1e6, pct, rate/1e6, el, eta)
+	switch {
+	case b.opt.Bytes:
+		s += fmt.Sprintf(", %.2f MiB/s", rate/(1<<20))
+	case b.opt.Unit != "":
+		s += fmt.Sprintf(" %s, %.2f %s/s", b.opt.Unit, rate, b.opt.Unit)
+	default:
+		s += fmt.Sprintf(", %.2f/s", rate)
 	}
-	return fmt.Sprintf("%s: %d/%d (%.0f%%), %.2f/s, %.1fs elapsed, ETA %s", b.desc, b.done, b.total, pct, rate, el, eta)
+	if b.total > 0 && rate > 0 && b.done < b.total {
+		eta := time.Duration(float64(b.total-b.done) / rate * float64(time.Second))
+		s += ", ETA " + eta.Round(time.Second).String()
+	}
+	return s + ", elapsed " + t.Sub(b.start).Round(time.Millisecond).String()
 }
