@@ -25,7 +25,7 @@ func main() {
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:                 "qinfer",
-		Usage:                "run Llama models (Hugging Face directories or packed files) on the CPU reference backend",
+		Usage:                "run Llama models (Hugging Face directories or packed files) on the CPU reference backend or a CUDA GPU",
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
