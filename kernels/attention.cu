@@ -1,54 +1,75 @@
 // attention.cu: causal grouped-query attention over the KV cache, split over
-// the key positions (flash-decoding): attn_partial handles up to ATT_CHUNK
-// positions (the launch's chunk) per block and writes an unnormalised partial result with its max and sum;
-// attn_combine merges the splits. The same pair serves decode (one row per
-// sequence) and prefill (row t sees positions 0..pos[t]).
+// the key positions (flash-decoding) in one launch: block (t, h, s) of
+// attn_split handles split s of row t's positions 0..pos[t] for query head h
+// (nsplit splits of ceil((pos[t]+1)/nsplit) positions each), and the last
+// block of (t, h) to finish merges the splits (a ticket counter per (t, h),
+// reset by that block, so a captured graph can be replayed). The same kernel
+// serves decode (one row per sequence) and prefill (row t sees positions
+// 0..pos[t]).
 #include "qllama.cuh"
 
-#define ATT_CHUNK 256
+#define ATT_CHUNK 256  // the most positions per block (scores in shared memory)
 #define ATT_THREADS 128
 
-// part layout: [n][heads][nsplit][hd+2] = (max, sum, o[hd]). Each block
-// handles chunk (<= ATT_CHUNK) key positions of one (row, head): scores one
-// position per thread (q from shared memory, float4 key loads), then the
-// weighted sum of values one position per warp with lanes over the head
-// dimensions (coalesced), reduced across warps in shared memory. hd must be a
-// multiple of 4 and at most 256.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_partial(
-    const float* __restrict__ q, float* __restrict__ part, const int* __restrict__ pos,
-    const unsigned long long* __restrict__ kvbase, const int* __restrict__ kvcap, long long layer, long long heads,
-    long long kvheads, long long hd, double scale, long long nsplit, long long chunk) {
+// part layout: [n][heads][nsplit][hd+2] = (max, sum, o[hd]); count: [n][heads]
+// int32, zero before the first launch (each launch leaves it zero). Scores:
+// 8 threads per position (float4 key loads, q from shared memory), 16
+// positions per pass; values: threads over (hd/4 float4 dimension groups) x
+// (position groups), reduced in shared memory. hd must be a multiple of 4 and
+// at most 256; the caller picks nsplit so a split is at most ATT_CHUNK
+// positions (a longer one writes NaN). With nsplit 1 the block writes out
+// directly and part and count are unused.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
+    const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,
+    const int* __restrict__ pos, const unsigned long long* __restrict__ kvbase, const int* __restrict__ kvcap,
+    long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit) {
     const long long t = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
     const long long kvdim = kvheads * hd, cap = kvcap[t], kh = h / (heads / kvheads);
     const long long npos = (long long)pos[t] + 1;
-    const long long p0 = s * chunk, p1 = min(npos, p0 + chunk);
-    float* out = part + ((t * heads + h) * nsplit + s) * (hd + 2);
-    if (p0 >= npos) {
-        for (long long i = threadIdx.x; i < hd + 2; i += blockDim.x) out[i] = i == 0 ? -INFINITY : 0.f;
-        return;
-    }
+    const long long chunk = (npos + nsplit - 1) / nsplit;
+    const long long p0 = min(npos, s * chunk), p1 = min(npos, p0 + chunk);
+    const int m = (int)(p1 - p0);
     __shared__ float sc[ATT_CHUNK];
     __shared__ __align__(16) float qs[256];
+    __shared__ __align__(16) float acc[4 * ATT_THREADS];
     __shared__ float red[ATT_THREADS / 32];
-    __shared__ float acc[ATT_THREADS / 32][256];
+    __shared__ int last;
+    float* o = out + t * heads * hd + h * hd;
+    if (chunk > ATT_CHUNK) {  // caller error: make it visible
+        for (long long i = threadIdx.x; i < hd; i += blockDim.x) o[i] = __int_as_float(0x7fc00000);
+        return;
+    }
     const float* kc = reinterpret_cast<const float*>(kvbase[t]) + (layer * 2) * cap * kvdim + kh * hd;
     const float* vc = kc + cap * kvdim;
     const float fscale = (float)scale;
     for (long long i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[t * heads * hd + h * hd + i] * fscale;
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int m = (int)(p1 - p0);
+    const int hd4 = (int)(hd >> 2);
+    const float4* qp = reinterpret_cast<const float4*>(qs);
+    // Scores.
     float mx = -INFINITY;
-    for (int j = threadIdx.x; j < m; j += blockDim.x) {
-        const float4* kp = reinterpret_cast<const float4*>(kc + (p0 + j) * kvdim);
-        const float4* qp = reinterpret_cast<const float4*>(qs);
-        float d = 0.f;
-        for (int i = 0; i < hd / 4; i++) {
-            float4 kv = kp[i], qv = qp[i];
-            d += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+    {
+        const int sub = threadIdx.x & 7, pg = threadIdx.x >> 3, npg = blockDim.x >> 3;
+#pragma unroll 2
+        for (int j0 = 0; j0 < m; j0 += npg) {
+            const int j = j0 + pg;
+            float d = 0.f;
+            if (j < m) {
+                const float4* kp = reinterpret_cast<const float4*>(kc + (p0 + j) * kvdim);
+                for (int i = sub; i < hd4; i += 8) {
+                    const float4 kv = kp[i], qv = qp[i];
+                    d += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+                }
+            }
+            d += __shfl_xor_sync(0xffffffffu, d, 1);
+            d += __shfl_xor_sync(0xffffffffu, d, 2);
+            d += __shfl_xor_sync(0xffffffffu, d, 4);
+            if (j < m) {
+                if (sub == 0) sc[j] = d;
+                mx = fmaxf(mx, d);
+            }
         }
-        sc[j] = d;
-        mx = fmaxf(mx, d);
     }
     mx = warp_max(mx);
     if (lane == 0) red[warp] = mx;
@@ -58,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_partial(
     __syncthreads();
     float sum = 0.f;
     for (int j = threadIdx.x; j < m; j += blockDim.x) {
-        float e = expf(sc[j] - mx);
+        const float e = expf(sc[j] - mx);
         sc[j] = e;
         sum += e;
     }
@@ -67,52 +88,88 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_partial(
     __syncthreads();
     sum = 0.f;
     for (int i = 0; i < nw; i++) sum += red[i];
-    // weighted values: warp w takes positions w, w+nw, ...; lane i takes dims i, i+32, ...
-    float o[8];
-#pragma unroll
-    for (int k = 0; k < 8; k++) o[k] = 0.f;
-    for (int j = warp; j < m; j += nw) {
-        const float* vp = vc + (p0 + j) * kvdim;
-        const float e = sc[j];
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const int i = lane + 32 * k;
-            if (i < hd) o[k] += e * vp[i];
+    // Weighted values.
+    {
+        const int npg = (int)blockDim.x / hd4, di = threadIdx.x % hd4, pg = threadIdx.x / hd4;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (pg < npg) {
+            const float4* vp = reinterpret_cast<const float4*>(vc + p0 * kvdim) + di;
+            const long long stride = kvdim >> 2;
+#pragma unroll 4
+            for (int j = pg; j < m; j += npg) {
+                const float e = sc[j];
+                const float4 v = vp[j * stride];
+                a.x += e * v.x; a.y += e * v.y; a.z += e * v.z; a.w += e * v.w;
+            }
+            reinterpret_cast<float4*>(acc)[pg * hd4 + di] = a;
         }
+        __syncthreads();
+        if (nsplit == 1) {
+            for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
+                float v = 0.f;
+                for (int g = 0; g < npg; g++) v += acc[g * hd + i];
+                o[i] = v / sum;
+            }
+            return;
+        }
+        float* pp = part + ((t * heads + h) * nsplit + s) * (hd + 2);
+        for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
+            float v = 0.f;
+            for (int g = 0; g < npg; g++) v += acc[g * hd + i];
+            pp[2 + i] = v;
+        }
+        if (threadIdx.x == 0) { pp[0] = mx; pp[1] = sum; }
     }
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int i = lane + 32 * k;
-        if (i < hd) acc[warp][i] = o[k];
+    // The last block of (t, h) merges the splits.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const int ticket = atomicAdd(count + t * heads + h, 1);
+        last = ticket == (int)nsplit - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // Split k's weight e^(m_k - M) / L, one split per thread (kept in sc,
+    // free now), then the weighted sum per dimension.
+    const float* p = part + (t * heads + h) * nsplit * (hd + 2);
+    float mk = -INFINITY, lk = 0.f;
+    for (long long k = threadIdx.x; k < nsplit; k += blockDim.x) {
+        const float a = __ldcg(p + k * (hd + 2));
+        if (a > mk) { lk = lk * expf(mk - a) + __ldcg(p + k * (hd + 2) + 1); mk = a; }
+        else if (a != -INFINITY) lk += expf(a - mk) * __ldcg(p + k * (hd + 2) + 1);
+    }
+    float M = warp_max(mk);
+    if (lane == 0) red[warp] = M;
+    __syncthreads();
+    M = red[0];
+    for (int i = 1; i < nw; i++) M = fmaxf(M, red[i]);
+    __syncthreads();
+    float L = mk == -INFINITY ? 0.f : lk * expf(mk - M);
+    L = warp_sum(L);
+    if (lane == 0) red[warp] = L;
+    __syncthreads();
+    L = 0.f;
+    for (int i = 0; i < nw; i++) L += red[i];
+    const bool cached = nsplit <= ATT_CHUNK;  // else (over 65,536 positions) recomputed per use
+    for (long long k = threadIdx.x; cached && k < nsplit; k += blockDim.x) {
+        const float a = __ldcg(p + k * (hd + 2));
+        sc[k] = a == -INFINITY ? 0.f : expf(a - M) / L;
     }
     __syncthreads();
     for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
         float v = 0.f;
-        for (int w = 0; w < nw; w++) v += acc[w][i];
-        out[2 + i] = v;
-    }
-    if (threadIdx.x == 0) { out[0] = mx; out[1] = sum; }
-}
-
-// attn_combine: out[t][h*hd+i] = sum_s e^(m_s-M) o_s[i] / sum_s e^(m_s-M) l_s.
-// Grid (n, heads).
-extern "C" __global__ void attn_combine(const float* __restrict__ part, float* __restrict__ out, long long heads,
-                                       long long hd, long long nsplit) {
-    const long long t = blockIdx.x, h = blockIdx.y;
-    const float* p = part + (t * heads + h) * nsplit * (hd + 2);
-    float M = -INFINITY;
-    for (long long s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (hd + 2)]);
-    float L = 0.f;
-    for (long long s = 0; s < nsplit; s++) {
-        float ms = p[s * (hd + 2)];
-        if (ms != -INFINITY) L += expf(ms - M) * p[s * (hd + 2) + 1];
-    }
-    for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
-        float o = 0.f;
-        for (long long s = 0; s < nsplit; s++) {
-            float ms = p[s * (hd + 2)];
-            if (ms != -INFINITY) o += expf(ms - M) * p[s * (hd + 2) + 2 + i];
+#pragma unroll 4
+        for (long long k = 0; k < nsplit; k++) {
+            float w;
+            if (cached) w = sc[k];
+            else {
+                const float a = __ldcg(p + k * (hd + 2));
+                w = a == -INFINITY ? 0.f : expf(a - M) / L;
+            }
+            v += w * __ldcg(p + k * (hd + 2) + 2 + i);
         }
-        out[t * heads * hd + h * hd + i] = o / L;
+        o[i] = v;
     }
+    if (threadIdx.x == 0) count[t * heads + h] = 0;
 }

@@ -114,7 +114,7 @@ func (g *Model) attChunk(s span) (int64, int64) {
 
 // enqueueGemm launches one forward step on the tensor-core path (see the
 // constants above); the arguments are enqueue's.
-func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
 	c := &g.Config
 	b := &g.buf
 	bl := g.d.blas
@@ -166,7 +166,7 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit, chunk int64, spans []span, kvba
 		do(g.linear(bl, L.k, b.xn, b.k, N, false))
 		do(g.linear(bl, L.v, b.xn, b.v, N, false))
 		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
-		do(g.attention(bl, int64(l), spans, nsplit, chunk, kvbase, dPos, dCap))
+		do(g.attention(bl, int64(l), spans, nsplit, kvbase, dPos, dCap))
 		half(b.att, N*qDim, L.o)
 		if capture(calibO, qDim) {
 			return errors.Join(errs...)
@@ -264,27 +264,25 @@ func (g *Model) ropeStore(l, n int64, kvbase, dPos, dCap cu.DevicePtr) error {
 		l, int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), n)
 }
 
-// splitAttention launches the split-K attention kernels over rows [r0,
+// splitAttention launches the split-K attention kernel over rows [r0,
 // r0+cnt) of the step.
-func (g *Model) splitAttention(l, r0, cnt, nsplit, chunk int64, kvbase, dPos, dCap cu.DevicePtr) error {
+func (g *Model) splitAttention(l, r0, cnt, nsplit int64, kvbase, dPos, dCap cu.DevicePtr) error {
 	c := &g.Config
 	b := &g.buf
 	hd, heads := int64(c.HeadDim), int64(c.Heads)
 	qDim := heads * hd
 	part := b.partial + cu.DevicePtr(r0*heads*nsplit*(hd+2)*4)
 	scale := 1 / math.Sqrt(float64(c.HeadDim))
-	if err := g.d.launch("attn_partial", dim3{int(cnt), c.Heads, int(nsplit)}, 128, 0, b.q+cu.DevicePtr(r0*qDim*4), part,
+	return g.d.launch("attn_split", dim3{int(cnt), c.Heads, int(nsplit)}, 128, 0, b.q+cu.DevicePtr(r0*qDim*4), part,
+		b.count+cu.DevicePtr(r0*heads*4), b.att+cu.DevicePtr(r0*qDim*4),
 		dPos+cu.DevicePtr(4*r0), kvbase+cu.DevicePtr(8*r0), dCap+cu.DevicePtr(4*r0),
-		l, heads, int64(c.KVHeads), hd, scale, nsplit, chunk); err != nil {
-		return err
-	}
-	return g.d.launch("attn_combine", dim3{x: int(cnt), y: c.Heads}, 128, 0, part, b.att+cu.DevicePtr(r0*qDim*4), heads, hd, nsplit)
+		l, heads, int64(c.KVHeads), hd, scale, nsplit)
 }
 
 // attention fills buf.att for every span of layer l: GEMM attention for
 // spans of at least attGemmRows rows, the split-K kernels for runs of
 // shorter ones.
-func (g *Model) attention(bl *blas, l int64, spans []span, nsplit, chunk int64, kvbase, dPos, dCap cu.DevicePtr) error {
+func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, kvbase, dPos, dCap cu.DevicePtr) error {
 	for i := 0; i < len(spans); {
 		if spans[i].n >= attGemmRows {
 			if err := g.gemmAttention(bl, l, spans[i]); err != nil {
@@ -298,7 +296,7 @@ func (g *Model) attention(bl *blas, l int64, spans []span, nsplit, chunk int64, 
 			j++
 		}
 		r0 := spans[i].r0
-		if err := g.splitAttention(l, r0, spans[j-1].r0+spans[j-1].n-r0, nsplit, chunk, kvbase, dPos, dCap); err != nil {
+		if err := g.splitAttention(l, r0, spans[j-1].r0+spans[j-1].n-r0, nsplit, kvbase, dPos, dCap); err != nil {
 			return err
 		}
 		i = j

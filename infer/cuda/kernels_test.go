@@ -63,7 +63,8 @@ func TestMatvec(t *testing.T) {
 	defer dev.bind()()
 	g := &Model{d: dev, Config: infer.Config{NormEps: 1e-5}}
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, shape := range [][2]int{{100, 256}, {24, 172}} {
+	// 9000 rows: more than the one-row kernels' grid covers at once.
+	for _, shape := range [][2]int{{100, 256}, {24, 172}, {9000, 64}} {
 		rows, cols := shape[0], shape[1]
 		for _, f := range weightFormats {
 			wv := randVec(rng, rows*cols, 0.05)
@@ -145,6 +146,16 @@ func TestMatvec(t *testing.T) {
 					}
 					if e := relErr(fetch(t, dy, n*rows), sum); e > 1e-5 {
 						t.Errorf("n=%d rmsnorm+swiglu: relative error %.3g", n, e)
+					}
+					// q, k and v in one launch (one row): W, U, W.
+					dys := []cu.DevicePtr{poisoned(t, n*rows), poisoned(t, n*rows), poisoned(t, n*rows)}
+					if err := g.matvecs([]*weight{dw, du, dw}, dx, dys, int64(n), dg); err != nil {
+						t.Fatal(err)
+					}
+					for i, ref := range [][]float32{want, up, want} {
+						if e := relErr(fetch(t, dys[i], n*rows), ref); e > 1e-5 {
+							t.Errorf("n=%d matvecs output %d: relative error %.3g", n, i, e)
+						}
 					}
 				}
 			})
@@ -314,18 +325,44 @@ func TestRopeAttention(t *testing.T) {
 	gotQ := fetch(t, dq, n*qDim)
 	scale := 1 / math.Sqrt(hd)
 	var gotAtt [][]float32
-	for _, chunk := range []int{attChunk, attChunkSmall, 100} {
-		nsplit := (300 + chunk - 1) / chunk
+	// Splits of at most 256 positions of the 300-row sequence (2, 3) and
+	// of 15 positions (20: most of the 5-row sequence's splits are empty);
+	// count poisoned-free (zero) as the model keeps it, and zero again after.
+	count, err := dev.alloc(int64(n*heads*4), "count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(count)
+	if err := dev.st.zero(count, int64(n*heads*4)); err != nil {
+		t.Fatal(err)
+	}
+	for _, nsplit := range []int{2, 3, 20} {
 		part := poisoned(t, n*heads*nsplit*(hd+2))
 		att := poisoned(t, n*qDim)
-		if err := dev.launch("attn_partial", dim3{n, heads, nsplit}, 128, 0, dq, part, dpos, dbase, dcap,
-			int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit), int64(chunk)); err != nil {
-			t.Fatal(err)
-		}
-		if err := dev.launch("attn_combine", dim3{x: n, y: heads}, 128, 0, part, att, int64(heads), int64(hd), int64(nsplit)); err != nil {
+		if err := dev.launch("attn_split", dim3{n, heads, nsplit}, 128, 0, dq, part, count, att, dpos, dbase, dcap,
+			int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit)); err != nil {
 			t.Fatal(err)
 		}
 		gotAtt = append(gotAtt, fetch(t, att, n*qDim))
+		cnt := make([]int32, n*heads)
+		if err := download(cnt, count); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range cnt {
+			if v != 0 {
+				t.Fatalf("nsplit %d: counter %d left at %d", nsplit, i, v)
+			}
+		}
+	}
+	// One split is only for sequences of at most 256 positions: the kernel
+	// writes NaN rather than reading past its score buffer.
+	att := devF32(t, make([]float32, n*qDim))
+	if err := dev.launch("attn_split", dim3{n, heads, 1}, 128, 0, dq, cu.DevicePtr(0), count, att, dpos, dbase, dcap,
+		int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetch(t, att, n*qDim); !math.IsNaN(float64(got[299*qDim])) || math.IsNaN(float64(got[0])) {
+		t.Errorf("one split over 300 positions: row 299 %v (want NaN), row 0 %v", got[299*qDim], got[0])
 	}
 	// The GEMM path's Model.attention: the 300-row sequence by GEMMs (in
 	// float32 and TF32, in query chunks of 512 and 128), the 5-row one by the
@@ -343,11 +380,12 @@ func TestRopeAttention(t *testing.T) {
 		g.buf.q = dq
 		g.buf.att = poisoned(t, n*qDim)
 		g.buf.partial = poisoned(t, n*heads*(hd+2))
+		g.buf.count = count
 		if err := g.ensure(&g.buf.sc, &g.buf.scCap, int64(heads*300*300*4), "scores"); err != nil {
 			t.Fatal(err)
 		}
 		spans := []span{{r0: 0, n: 300, kv: caches[0], cap: 320}, {r0: 300, n: 5, kv: caches[1], cap: 8}}
-		if err := g.attention(bl, layer, spans, 1, attChunkSmall, dbase, dpos, dcap); err != nil {
+		if err := g.attention(bl, layer, spans, 1, dbase, dpos, dcap); err != nil {
 			t.Fatal(err)
 		}
 		if !v.precise {
@@ -483,7 +521,8 @@ func TestGemmLinear(t *testing.T) {
 	}
 	t.Logf("cuBLAS %d from %s", bl.Version, bl.Path)
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, shape := range [][2]int{{100, 256}, {24, 172}} {
+	// 9000 rows: more than the one-row kernels' grid covers at once.
+	for _, shape := range [][2]int{{100, 256}, {24, 172}, {9000, 64}} {
 		rows, cols := shape[0], shape[1]
 		for _, f := range weightFormats {
 			wv := randVec(rng, rows*cols, 0.05)

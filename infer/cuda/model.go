@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -17,9 +16,11 @@ import (
 // Kernel launch constants (kernels/attention.cu, matvec.cu).
 const (
 	attChunk      = 256 // ATT_CHUNK: the most key positions per attention block
-	attChunkSmall = 64  // positions per block for decode-sized steps (more blocks in flight)
+	attMinChunk   = 16  // positions per block below which a step gets no more splits
 	mvRowsPerBlk  = 4   // warps (rows) per matvec block of 128 threads
-	maxHeadDim    = 256 // attn_partial keeps q in 256 floats of shared memory
+	mv1Threads    = 256 // MV1_THREADS: threads per one-row (mv1/sw1) matvec block
+	mv1MaxSmem    = 48 << 10
+	maxHeadDim    = 256 // attn_split keeps q in 256 floats of shared memory
 	normThreads   = 256
 	argmaxThreads = 1024
 )
@@ -78,6 +79,9 @@ type buffers struct {
 	partial, meta   cu.DevicePtr
 	ids             cu.DevicePtr
 	metaCap         int64
+	// attn_split's ticket counters, [rows][heads] int32, kept zero.
+	count    cu.DevicePtr
+	countCap int64
 	// the GEMM path (gemm.go): up-projection output, FP16 activations, FP16
 	// weight slices, attention scores, argmax partials.
 	u, xh, wh, sc, amax          cu.DevicePtr
@@ -203,7 +207,7 @@ func (g *Model) closeLocked() {
 	}
 	g.vecs = nil
 	b := &g.buf
-	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids, b.u, b.xh, b.wh, b.sc, b.amax} {
+	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids, b.count, b.u, b.xh, b.wh, b.sc, b.amax} {
 		if p != 0 {
 			cu.MemFree(p)
 		}
@@ -378,11 +382,7 @@ func (g *Model) run(steps []Step) (int, error) {
 	b := &g.buf
 	before := g.buf
 	dim, qDim, kvDim, ffn := int64(c.Dim), int64(c.Heads*c.HeadDim), g.kvDim(), int64(c.FFNDim)
-	chunk := int64(attChunk)
-	if n <= 64 {
-		chunk = attChunkSmall
-	}
-	nsplit := (int64(maxLen) + chunk - 1) / chunk
+	nsplit := g.attSplits(maxLen, n)
 	rowsNeed := int64(n)
 	if rowsNeed > b.rows || b.x == 0 {
 		var have int64
@@ -410,6 +410,14 @@ func (g *Model) run(steps []Step) (int, error) {
 	}
 	if err := g.ensure(&b.meta, &b.metaCap, metaBytes, "step metadata"); err != nil {
 		return 0, err
+	}
+	if need := int64(n) * int64(c.Heads) * 4; need > b.countCap {
+		if err := g.ensure(&b.count, &b.countCap, need, "attention counters"); err != nil {
+			return 0, err
+		}
+		if err := g.d.st.zero(b.count, need); err != nil {
+			return 0, err
+		}
 	}
 	if b.ids == 0 {
 		var have int64
@@ -439,9 +447,9 @@ func (g *Model) run(steps []Step) (int, error) {
 
 	enqueue := func() error {
 		if gemm {
-			return g.enqueueGemm(n, nsel, nsplit, chunk, spans, kvbase, dIDs, dPos, dCap, dSel)
+			return g.enqueueGemm(n, nsel, nsplit, spans, kvbase, dIDs, dPos, dCap, dSel)
 		}
-		return g.enqueue(n, nsel, nsplit, chunk, kvbase, dIDs, dPos, dCap, dSel)
+		return g.enqueue(n, nsel, nsplit, kvbase, dIDs, dPos, dCap, dSel)
 	}
 	// Decode-sized steps are captured as CUDA graphs and replayed, on either
 	// path, unless a sequence gets GEMM attention (its launches depend on
@@ -455,7 +463,7 @@ func (g *Model) run(steps []Step) (int, error) {
 		failed = g.gemmGraphFailed
 	}
 	var err error
-	key := graphKey{n, nsel, nsplit, chunk, gemm}
+	key := graphKey{n, nsel, nsplit, gemm}
 	if ex, ok := g.graphs[key]; ok && capturable {
 		err = g.d.st.run(ex)
 	} else if g.UseGraphs && !failed && capturable {
@@ -490,7 +498,7 @@ func (g *Model) run(steps []Step) (int, error) {
 }
 
 // enqueue launches one forward step's kernels (embedding to lm_head).
-func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+func (g *Model) enqueue(n, nsel int, nsplit int64, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
 	c := &g.Config
 	b := &g.buf
 	dim := int64(c.Dim)
@@ -498,7 +506,6 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
 		return err
 	}
-	scale := 1 / math.Sqrt(float64(c.HeadDim))
 	eps := float64(c.NormEps)
 	var errs []error
 	do := func(err error) { errs = append(errs, err) }
@@ -513,13 +520,9 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 			do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
 			xin, nw = b.xn, 0
 		}
-		do(g.matvec(L.q, xin, b.q, N, false, nw))
-		do(g.matvec(L.k, xin, b.k, N, false, nw))
-		do(g.matvec(L.v, xin, b.v, N, false, nw))
+		do(g.matvecs([]*weight{L.q, L.k, L.v}, xin, []cu.DevicePtr{b.q, b.k, b.v}, N, nw))
 		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
-		do(g.d.launch("attn_partial", dim3{n, c.Heads, int(nsplit)}, 128, 0, b.q, b.partial, dPos, kvbase, dCap,
-			int64(l), int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), scale, nsplit, chunk))
-		do(g.d.launch("attn_combine", dim3{x: n, y: c.Heads}, 128, 0, b.partial, b.att, int64(c.Heads), int64(c.HeadDim), nsplit))
+		do(g.splitAttention(int64(l), 0, N, nsplit, kvbase, dPos, dCap))
 		do(g.matvec(L.o, b.att, b.x, N, true, 0))
 		xin, nw = b.x, L.ffnNorm
 		if N > fuseNormRows {
@@ -532,6 +535,11 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 			return err
 		}
 	}
+	if n == 1 && nsel == 1 && g.oneRow(g.output) {
+		// One row: the final RMSNorm is fused into the lm_head.
+		do(g.matvec(g.output, b.x, b.logits, 1, false, g.norm))
+		return errors.Join(errs...)
+	}
 	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
 	do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
 	return errors.Join(errs...)
@@ -540,9 +548,9 @@ func (g *Model) enqueue(n, nsel int, nsplit, chunk int64, kvbase, dIDs, dPos, dC
 // graphKey names a captured step: everything its kernel arguments depend on
 // besides the (fixed) weight and scratch pointers.
 type graphKey struct {
-	n, nsel       int
-	nsplit, chunk int64
-	gemm          bool
+	n, nsel int
+	nsplit  int64
+	gemm    bool
 }
 
 const (
@@ -593,11 +601,14 @@ func tile(n int64) int64 {
 // matvec launches dst (+)= W x over n activation rows; with normw set, x is
 // RMS-normalised first (fused RMSNorm, epsilon of the model).
 func (g *Model) matvec(w *weight, x, dst cu.DevicePtr, n int64, add bool, normw cu.DevicePtr) error {
-	nt := tile(n)
 	mode := int64(0)
 	if add {
 		mode = 1
 	}
+	if n == 1 && g.oneRow(w) {
+		return g.mv1([]*weight{w}, x, []cu.DevicePtr{dst}, mode, normw)
+	}
+	nt := tile(n)
 	args := append(w.args(), x, dst, n, int64(w.rows), int64(w.cols), mode, normw, float64(g.NormEps))
 	return g.d.launch(kernelName("matvec_", w.format, nt),
 		dim3{x: (w.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
@@ -606,10 +617,76 @@ func (g *Model) matvec(w *weight, x, dst cu.DevicePtr, n int64, add bool, normw 
 // swiglu launches dst = silu(Gate xn) * (Up xn) with xn = RMSNorm(x, normw)
 // (normw 0: xn = x).
 func (g *Model) swiglu(gate, up *weight, x, dst cu.DevicePtr, n int64, normw cu.DevicePtr) error {
+	if n == 1 && g.oneRow(gate) && up.format == gate.format {
+		args := append(append(gate.args(), up.args()...), dst, int64(gate.rows), x, int64(gate.cols), normw, float64(g.NormEps))
+		return g.d.launch("sw1_"+fmtNames[gate.format], dim3{x: g.mv1Blocks(gate.rows)}, mv1Threads, gate.cols*4, args...)
+	}
 	nt := tile(n)
 	args := append(gate.args(), up.data, up.scale, up.zero, up.gidx, x, dst, n, int64(gate.rows), int64(gate.cols), normw, float64(g.NormEps))
 	return g.d.launch(kernelName("swiglu_", gate.format, nt),
 		dim3{x: (gate.rows + mvRowsPerBlk - 1) / mvRowsPerBlk, y: int((n + nt - 1) / nt)}, 32*mvRowsPerBlk, 0, args...)
+}
+
+// oneRow reports whether w can use the one-row kernels (mv1_, sw1_): rows a
+// multiple of 8 long and short enough for x to fit in shared memory.
+func (g *Model) oneRow(w *weight) bool {
+	return w.cols%8 == 0 && w.cols*4 <= mv1MaxSmem
+}
+
+// mv1Blocks is the one-row kernels' grid for rows output rows: a warp per
+// row, the grid striding over rows past eight blocks per multiprocessor.
+func (g *Model) mv1Blocks(rows int) int {
+	return min((rows+mv1Threads/32-1)/(mv1Threads/32), 8*max(g.d.SMs, 1))
+}
+
+// mv1 launches dst[i] (+)= ws[i] x for one activation row and up to three
+// weights of one format and width (q, k and v in one launch); mode 1 adds.
+func (g *Model) mv1(ws []*weight, x cu.DevicePtr, dst []cu.DevicePtr, mode int64, normw cu.DevicePtr) error {
+	var args []any
+	var rows [3]int64
+	for i := range 3 {
+		j := min(i, len(ws)-1)
+		args = append(args, ws[j].args()...)
+		if i < len(ws) {
+			rows[i] = int64(ws[i].rows)
+		}
+	}
+	for i := range 3 {
+		args = append(args, dst[min(i, len(dst)-1)])
+	}
+	total := rows[0] + rows[1] + rows[2]
+	args = append(args, rows[0], rows[1], total, x, int64(ws[0].cols), mode, normw, float64(g.NormEps))
+	return g.d.launch("mv1_"+fmtNames[ws[0].format], dim3{x: g.mv1Blocks(int(total))}, mv1Threads, ws[0].cols*4, args...)
+}
+
+// matvecs stores dst[i] = ws[i] x for n activation rows (RMS-normalised with
+// normw when set): one launch for one row when the weights share a format
+// and width, else one launch each.
+func (g *Model) matvecs(ws []*weight, x cu.DevicePtr, dst []cu.DevicePtr, n int64, normw cu.DevicePtr) error {
+	same := n == 1 && len(ws) <= 3
+	for _, w := range ws {
+		same = same && g.oneRow(w) && w.format == ws[0].format && w.cols == ws[0].cols
+	}
+	if same {
+		return g.mv1(ws, x, dst, 0, normw)
+	}
+	for i, w := range ws {
+		if err := g.matvec(w, x, dst[i], n, false, normw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attSplits picks attn_split's splits for a step of n rows whose longest
+// sequence reaches maxLen positions: enough blocks to fill the device twice
+// over (at least attMinChunk positions each), never more than attChunk
+// positions per split. The count changes rarely as sequences grow, so
+// captured decode graphs stay valid.
+func (g *Model) attSplits(maxLen, n int) int64 {
+	fill := (2*max(g.d.SMs, 1) + n*g.Heads - 1) / max(n*g.Heads, 1)
+	s := min(fill, (maxLen+attMinChunk-1)/attMinChunk)
+	return int64(max(s, (maxLen+attChunk-1)/attChunk, 1))
 }
 
 func (g *Model) embedRows(w *weight, ids, dst cu.DevicePtr, n int64) error {

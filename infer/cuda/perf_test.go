@@ -19,7 +19,10 @@ import (
 	"qllama/internal/testutil"
 )
 
-var perf = flag.Bool("perf", false, "run TestPerf: decode/prefill throughput per format on -model1b")
+var (
+	perf        = flag.Bool("perf", false, "run TestPerf: decode/prefill throughput per format on -model1b")
+	perfFormats = flag.String("perfformats", "", "comma-separated layer formats TestPerf times (\"f16 nograph\" is F16 without graphs; default: all)")
+)
 
 // TestGenerate checks that greedy generation on the GPU gives the CPU
 // runner's tokens and stop reasons (stories260k, three requests, two in
@@ -112,6 +115,15 @@ func TestPerf(t *testing.T) {
 	var rows []string
 	runs := append([][2]string{{"f16", "f16 nograph"}}, fullFormats...)
 	for _, f := range runs {
+		if *perfFormats != "" {
+			name := f[0]
+			if strings.HasSuffix(f[1], " nograph") {
+				name += " nograph"
+			}
+			if !slices.Contains(strings.Split(*perfFormats, ","), name) {
+				continue
+			}
+		}
 		emb, noGraph := f[1], false
 		if e, ok := strings.CutSuffix(emb, " nograph"); ok {
 			emb, noGraph = e, true
