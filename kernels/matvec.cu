@@ -165,7 +165,87 @@ QLLAMA_FORMATS(EMBED)
 // multiple of 8; the dynamic shared memory is cols*4 bytes.
 #define MV1_THREADS 256
 
-template <int FMT, bool DUAL, int U>
+// grouped_code returns code i (0..31) of a 32-column unit packed LSB first
+// into BITS words (i and BITS compile-time after unrolling).
+template <int BITS>
+__device__ __forceinline__ int grouped_code(const uint32_t (&w)[BITS], int i) {
+    const int pos = i * BITS, k = pos >> 5, sh = pos & 31;
+    uint32_t v = w[k] >> sh;
+    if (sh + BITS > 32) v |= w[k + 1] << (32 - sh);
+    return (int)(v & ((1u << BITS) - 1));
+}
+
+template <int BITS>
+__device__ __forceinline__ void grouped_load(const uint32_t* p, uint32_t (&w)[BITS]) {
+    if (BITS == 4) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+        w[0] = v.x; w[1] = v.y; w[2 % BITS] = v.z; w[3 % BITS] = v.w;
+    } else if (BITS == 2) {
+        const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+        w[0] = v.x; w[1 % BITS] = v.y;
+    } else if (BITS == 8) {
+        const uint4 a = __ldg(reinterpret_cast<const uint4*>(p)), b = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+        w[0] = a.x; w[1 % BITS] = a.y; w[2 % BITS] = a.z; w[3 % BITS] = a.w;
+        w[4 % BITS] = b.x; w[5 % BITS] = b.y; w[6 % BITS] = b.z; w[7 % BITS] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < BITS; i++) w[i] = __ldg(p + i);
+    }
+}
+
+// grouped_row is the one-row dot product of row r of a grouped weight
+// without act-order (and, with DUAL, of V's row r too) whose groups are a
+// multiple of 32 columns: each lane takes whole 32-column units (BITS words
+// of codes in one or two vector loads, one scale and zero), UW units in
+// flight, and decodes them as it multiplies: acc += s * sum (q - z) x.
+template <int BITS, bool DUAL, int UW>
+__device__ __forceinline__ void grouped_row(const Weight& W, const Weight& V, long long r, long long cols,
+                                            const float4* xlo, const float4* xhi, float& acc, float& acc2) {
+    const int lane = threadIdx.x & 31;
+    const long long units = cols >> 5, G = W.p2, gs = W.p0;
+    const uint32_t* wp = reinterpret_cast<const uint32_t*>(W.data) + r * units * BITS;
+    const uint32_t* vp = reinterpret_cast<const uint32_t*>(V.data) + r * units * BITS;
+    for (long long u0 = lane; u0 < units; u0 += 32 * UW) {
+        uint32_t a[UW][BITS], b[DUAL ? UW : 1][BITS];
+        float sa[UW], sb[UW];
+        int za[UW], zb[UW];
+#pragma unroll
+        for (int k = 0; k < UW; k++) {
+            const long long u = u0 + 32 * k;
+            if (u < units) {
+                const long long g = r * G + (u << 5) / gs;
+                grouped_load<BITS>(wp + u * BITS, a[k]);
+                sa[k] = __ldg(W.scale + g);
+                za[k] = __ldg(W.zero + g);
+                if (DUAL) {
+                    grouped_load<BITS>(vp + u * BITS, b[DUAL ? k : 0]);
+                    sb[k] = __ldg(V.scale + g);
+                    zb[k] = __ldg(V.zero + g);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < UW; k++) {
+            const long long u = u0 + 32 * k;
+            if (u >= units) continue;
+            float d = 0.f, d2 = 0.f;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float4 xa = xlo[4 * u + c], xb = xhi[4 * u + c];
+                const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    d += (float)(grouped_code<BITS>(a[k], 8 * c + j) - za[k]) * xv[j];
+                    if (DUAL) d2 += (float)(grouped_code<BITS>(b[DUAL ? k : 0], 8 * c + j) - zb[k]) * xv[j];
+                }
+            }
+            acc += sa[k] * d;
+            if (DUAL) acc2 += sb[k] * d2;
+        }
+    }
+}
+
+template <int FMT, bool DUAL, int U, int WIDE = 0>
 __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const Weight C, float* da, float* db, float* dc,
                                          long long ra, long long rb, long long rows, const float* __restrict__ x,
                                          long long cols, long long mode, const float* __restrict__ normw, double eps) {
@@ -210,7 +290,8 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
             else { W = C; rr = r - ra - rb; d = dc; }
         }
         float acc = 0.f, acc2 = 0.f;
-        for (long long c0 = lane; c0 < chunks; c0 += 32 * U) {
+        if (WIDE > 0) grouped_row<(WIDE > 0 ? WIDE : 1), DUAL, (DUAL ? U / 2 : U)>(W, B, rr, cols, xlo, xhi, acc, acc2);
+        for (long long c0 = WIDE > 0 ? chunks : lane; c0 < chunks; c0 += 32 * U) {
             float w[U][8], u[DUAL ? U : 1][8];
 #pragma unroll
             for (int k = 0; k < U; k++) {
@@ -263,5 +344,25 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
         mv1_impl<FMT, true, U / 2>(A, WMAKE(b), A, d, d, d, rows, 0, rows, x, cols, MV_STORE, normw, eps);   \
     }
 #define MV1(NAME, FMT) MV1V(NAME, FMT, 4, 4)
+
+// mv1_grouped<b> / sw1_grouped<b>: the one-row kernels for grouped weights of
+// b = 2, 3 or 4 bits without act-order whose groups are a multiple of 32
+// columns (the study's RTN/GPTQ/AWQ formats): grouped_row's wide loads.
+#define MV1W(BITS)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) mv1_grouped##BITS(                         \
+        WPARAMS(a), WPARAMS(b), WPARAMS(c), float* da, float* db, float* dc, long long ra, long long rb,     \
+        long long rows, const float* __restrict__ x, long long cols, long long mode, const float* normw,     \
+        double eps) {                                                                                       \
+        mv1_impl<FMT_GROUPED, false, 4, BITS>(WMAKE(a), WMAKE(b), WMAKE(c), da, db, dc, ra, rb, rows, x, cols, mode, normw, eps); \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) sw1_grouped##BITS(                         \
+        WPARAMS(a), WPARAMS(b), float* d, long long rows, const float* __restrict__ x, long long cols,       \
+        const float* normw, double eps) {                                                                   \
+        const Weight A = WMAKE(a);                                                                          \
+        mv1_impl<FMT_GROUPED, true, 4, BITS>(A, WMAKE(b), A, d, d, d, rows, 0, rows, x, cols, MV_STORE, normw, eps); \
+    }
+MV1W(2)
+MV1W(3)
+MV1W(4)
 
 QLLAMA_FORMATS(MV1)

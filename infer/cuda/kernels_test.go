@@ -619,3 +619,31 @@ func TestSiluMul(t *testing.T) {
 		t.Errorf("FP16 output: relative error %.3g", e)
 	}
 }
+
+// TestMV1Name checks which one-row kernel each weight set gets: the wide
+// grouped kernels only for 2-4 bits, no act-order, 32-column groups alike.
+func TestMV1Name(t *testing.T) {
+	gw := func(bits, gs, cols int, gidx cu.DevicePtr) *weight {
+		return &weight{format: fmtGrouped, p0: int64(gs), p1: int64(bits), p2: int64(cols / gs), cols: cols, gidx: gidx}
+	}
+	f16 := &weight{format: fmtF16, cols: 2048}
+	cases := []struct {
+		ws   []*weight
+		want string
+	}{
+		{[]*weight{gw(4, 128, 2048, 0)}, "mv1_grouped4"},
+		{[]*weight{gw(3, 128, 2048, 0), gw(3, 128, 2048, 0), gw(3, 128, 2048, 0)}, "mv1_grouped3"},
+		{[]*weight{gw(2, 32, 2048, 0)}, "mv1_grouped2"},
+		{[]*weight{gw(4, 2048, 2048, 0)}, "mv1_grouped4"}, // per channel
+		{[]*weight{gw(8, 128, 2048, 0)}, "mv1_grouped"},
+		{[]*weight{gw(4, 64, 2048, 1)}, "mv1_grouped"}, // act-order
+		{[]*weight{gw(4, 48, 1536, 0)}, "mv1_grouped"},
+		{[]*weight{gw(4, 128, 2048, 0), gw(4, 64, 2048, 0)}, "mv1_grouped"},
+		{[]*weight{f16}, "mv1_f16"},
+	}
+	for i, c := range cases {
+		if got := mv1Name("mv1_", c.ws...); got != c.want {
+			t.Errorf("case %d: %s, want %s", i, got, c.want)
+		}
+	}
+}

@@ -619,7 +619,7 @@ func (g *Model) matvec(w *weight, x, dst cu.DevicePtr, n int64, add bool, normw 
 func (g *Model) swiglu(gate, up *weight, x, dst cu.DevicePtr, n int64, normw cu.DevicePtr) error {
 	if n == 1 && g.oneRow(gate) && up.format == gate.format {
 		args := append(append(gate.args(), up.args()...), dst, int64(gate.rows), x, int64(gate.cols), normw, float64(g.NormEps))
-		return g.d.launch("sw1_"+fmtNames[gate.format], dim3{x: g.mv1Blocks(gate.rows)}, mv1Threads, gate.cols*4, args...)
+		return g.d.launch(mv1Name("sw1_", gate, up), dim3{x: g.mv1Blocks(gate.rows)}, mv1Threads, gate.cols*4, args...)
 	}
 	nt := tile(n)
 	args := append(gate.args(), up.data, up.scale, up.zero, up.gidx, x, dst, n, int64(gate.rows), int64(gate.cols), normw, float64(g.NormEps))
@@ -631,6 +631,21 @@ func (g *Model) swiglu(gate, up *weight, x, dst cu.DevicePtr, n int64, normw cu.
 // multiple of 8 long and short enough for x to fit in shared memory.
 func (g *Model) oneRow(w *weight) bool {
 	return w.cols%8 == 0 && w.cols*4 <= mv1MaxSmem
+}
+
+// mv1Name names the one-row kernel (prefix "mv1_" or "sw1_") for weights ws
+// of one format: grouped weights of 2-4 bits without act-order, whose groups
+// are whole 32-column units, get the wide-load kernels (mv1_grouped4 ...).
+func mv1Name(prefix string, ws ...*weight) string {
+	w0 := ws[0]
+	wide := w0.format == fmtGrouped && w0.p1 >= 2 && w0.p1 <= 4
+	for _, w := range ws {
+		wide = wide && w.gidx == 0 && w.p1 == w0.p1 && w.p0 == w0.p0 && w.p2 == w0.p2 && w.p0%32 == 0 && w.cols%32 == 0
+	}
+	if wide {
+		return fmt.Sprintf("%sgrouped%d", prefix, w0.p1)
+	}
+	return prefix + fmtNames[w0.format]
 }
 
 // mv1Blocks is the one-row kernels' grid for rows output rows: a warp per
@@ -656,7 +671,7 @@ func (g *Model) mv1(ws []*weight, x cu.DevicePtr, dst []cu.DevicePtr, mode int64
 	}
 	total := rows[0] + rows[1] + rows[2]
 	args = append(args, rows[0], rows[1], total, x, int64(ws[0].cols), mode, normw, float64(g.NormEps))
-	return g.d.launch("mv1_"+fmtNames[ws[0].format], dim3{x: g.mv1Blocks(int(total))}, mv1Threads, ws[0].cols*4, args...)
+	return g.d.launch(mv1Name("mv1_", ws...), dim3{x: g.mv1Blocks(int(total))}, mv1Threads, ws[0].cols*4, args...)
 }
 
 // matvecs stores dst[i] = ws[i] x for n activation rows (RMS-normalised with
