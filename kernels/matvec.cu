@@ -9,6 +9,27 @@
 #define MV_ADD 1   // dst += W x (residual add fused)
 
 
+// decode_chunks decodes chunks c0, c0+32, ... (U of them, those below
+// chunks) of row r of W, and of V too with DUAL: every load is issued before
+// any use, so several are in flight per lane.
+template <int FMT, bool DUAL, int U>
+__device__ __forceinline__ void decode_chunks(const Weight& W, const Weight& V, long long r, long long cols, long long c0,
+                                              long long chunks, float (&w)[U][8], float (&u)[DUAL ? U : 1][8]) {
+#pragma unroll
+    for (int k = 0; k < U; k++) {
+        const long long c = c0 + 32 * k;
+        if (c < chunks) {
+            decode8<FMT>(W, r, cols, c, w[k]);
+            if (DUAL) decode8<FMT>(V, r, cols, c, u[DUAL ? k : 0]);
+        }
+    }
+}
+
+// dot8 is the dot product of 8 weights with x[0..3] = a, x[4..7] = b.
+__device__ __forceinline__ float dot8(const float* w, const float4& a, const float4& b) {
+    return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+}
+
 // With DUAL, a second weight U of the same format and shape is applied too and
 // the result is silu(W x) * (U x): SwiGLU's gate and up in one pass.
 // With normw set, x is first RMS-normalised with weights normw (RMSNorm
@@ -52,14 +73,7 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
     constexpr int U = NT == 1 ? 4 : (NT <= 8 ? 2 : 1);
     for (long long c0 = lane; c0 < chunks; c0 += 32 * U) {
         float w[U][8], u[DUAL ? U : 1][8];
-#pragma unroll
-        for (int k = 0; k < U; k++) {
-            const long long c = c0 + 32 * k;
-            if (c < chunks) {
-                decode8<FMT>(W, r, cols, c, w[k]);
-                if (DUAL) decode8<FMT>(U_, r, cols, c, u[DUAL ? k : 0]);
-            }
-        }
+        decode_chunks<FMT, DUAL, U>(W, U_, r, cols, c0, chunks, w, u);
 #pragma unroll
         for (int k = 0; k < U; k++) {
             const long long c = c0 + 32 * k;
@@ -79,12 +93,8 @@ __device__ __forceinline__ void matvec_impl(const Weight W, const Weight U_, con
                         a.x *= ga.x; a.y *= ga.y; a.z *= ga.z; a.w *= ga.w;
                         b.x *= gb.x; b.y *= gb.y; b.z *= gb.z; b.w *= gb.w;
                     }
-                    const float* wk = w[k];
-                    acc[t] += wk[0] * a.x + wk[1] * a.y + wk[2] * a.z + wk[3] * a.w + wk[4] * b.x + wk[5] * b.y + wk[6] * b.z + wk[7] * b.w;
-                    if (DUAL) {
-                        const float* uk = u[DUAL ? k : 0];
-                        acc2[DUAL ? t : 0] += uk[0] * a.x + uk[1] * a.y + uk[2] * a.z + uk[3] * a.w + uk[4] * b.x + uk[5] * b.y + uk[6] * b.z + uk[7] * b.w;
-                    }
+                    acc[t] += dot8(w[k], a, b);
+                    if (DUAL) acc2[DUAL ? t : 0] += dot8(u[DUAL ? k : 0], a, b);
                 }
             }
         }
@@ -162,7 +172,8 @@ QLLAMA_FORMATS(EMBED)
 // mv1 applies up to three weights of the same format (q, k and v in one
 // launch): rows [0, ra) of A go to da, the next rb rows (B) to db, the rest
 // (C) to dc. sw1 computes silu(A x) * (B x) for SwiGLU. cols must be a
-// multiple of 8; the dynamic shared memory is cols*4 bytes.
+// multiple of 8; the dynamic shared memory is cols*4 bytes. With WIDE > 0
+// the weights are grouped WIDE-bit codes read by grouped_row.
 #define MV1_THREADS 256
 
 // grouped_code returns code i (0..31) of a 32-column unit packed LSB first
@@ -290,28 +301,17 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
             else { W = C; rr = r - ra - rb; d = dc; }
         }
         float acc = 0.f, acc2 = 0.f;
-        if (WIDE > 0) grouped_row<(WIDE > 0 ? WIDE : 1), DUAL, (DUAL ? U / 2 : U)>(W, B, rr, cols, xlo, xhi, acc, acc2);
+        if (WIDE > 0) grouped_row<(WIDE > 0 ? WIDE : 1), DUAL, U>(W, B, rr, cols, xlo, xhi, acc, acc2);
         for (long long c0 = WIDE > 0 ? chunks : lane; c0 < chunks; c0 += 32 * U) {
             float w[U][8], u[DUAL ? U : 1][8];
-#pragma unroll
-            for (int k = 0; k < U; k++) {
-                const long long c = c0 + 32 * k;
-                if (c < chunks) {
-                    decode8<FMT>(W, rr, cols, c, w[k]);
-                    if (DUAL) decode8<FMT>(B, rr, cols, c, u[DUAL ? k : 0]);
-                }
-            }
+            decode_chunks<FMT, DUAL, U>(W, B, rr, cols, c0, chunks, w, u);
 #pragma unroll
             for (int k = 0; k < U; k++) {
                 const long long c = c0 + 32 * k;
                 if (c >= chunks) break;
                 const float4 a = xlo[c], b = xhi[c];
-                const float* wk = w[k];
-                acc += wk[0] * a.x + wk[1] * a.y + wk[2] * a.z + wk[3] * a.w + wk[4] * b.x + wk[5] * b.y + wk[6] * b.z + wk[7] * b.w;
-                if (DUAL) {
-                    const float* uk = u[DUAL ? k : 0];
-                    acc2 += uk[0] * a.x + uk[1] * a.y + uk[2] * a.z + uk[3] * a.w + uk[4] * b.x + uk[5] * b.y + uk[6] * b.z + uk[7] * b.w;
-                }
+                acc += dot8(w[k], a, b);
+                if (DUAL) acc2 += dot8(u[DUAL ? k : 0], a, b);
             }
         }
         float v = warp_sum(acc) * inv;
@@ -330,39 +330,26 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
 // register budget allows four blocks per multiprocessor. Measured on the H100
 // (batch-1 decode of the 1B): U 4 (2 per weight for SwiGLU) at four blocks
 // beat U 8 at two blocks by 7-19% (F16 754 vs 701 tok/s, Q4_0 710 vs 598).
-#define MV1V(NAME, FMT, U, MINB)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(MV1_THREADS, MINB) mv1_##NAME(                        \
+#define MV1V(NAME, FMT, WIDE)                                                                               \
+    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) mv1_##NAME(                                \
         WPARAMS(a), WPARAMS(b), WPARAMS(c), float* da, float* db, float* dc, long long ra, long long rb,     \
         long long rows, const float* __restrict__ x, long long cols, long long mode, const float* normw,     \
         double eps) {                                                                                       \
-        mv1_impl<FMT, false, U>(WMAKE(a), WMAKE(b), WMAKE(c), da, db, dc, ra, rb, rows, x, cols, mode, normw, eps); \
+        mv1_impl<FMT, false, 4, WIDE>(WMAKE(a), WMAKE(b), WMAKE(c), da, db, dc, ra, rb, rows, x, cols, mode, normw, eps); \
     }                                                                                                       \
-    extern "C" __global__ void __launch_bounds__(MV1_THREADS, MINB) sw1_##NAME(                        \
+    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) sw1_##NAME(                                \
         WPARAMS(a), WPARAMS(b), float* d, long long rows, const float* __restrict__ x, long long cols,       \
         const float* normw, double eps) {                                                                   \
         const Weight A = WMAKE(a);                                                                          \
-        mv1_impl<FMT, true, U / 2>(A, WMAKE(b), A, d, d, d, rows, 0, rows, x, cols, MV_STORE, normw, eps);   \
+        mv1_impl<FMT, true, 2, WIDE>(A, WMAKE(b), A, d, d, d, rows, 0, rows, x, cols, MV_STORE, normw, eps); \
     }
-#define MV1(NAME, FMT) MV1V(NAME, FMT, 4, 4)
+#define MV1(NAME, FMT) MV1V(NAME, FMT, 0)
 
 // mv1_grouped<b> / sw1_grouped<b>: the one-row kernels for grouped weights of
 // b = 2, 3 or 4 bits without act-order whose groups are a multiple of 32
 // columns (the study's RTN/GPTQ/AWQ formats): grouped_row's wide loads.
-#define MV1W(BITS)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) mv1_grouped##BITS(                         \
-        WPARAMS(a), WPARAMS(b), WPARAMS(c), float* da, float* db, float* dc, long long ra, long long rb,     \
-        long long rows, const float* __restrict__ x, long long cols, long long mode, const float* normw,     \
-        double eps) {                                                                                       \
-        mv1_impl<FMT_GROUPED, false, 4, BITS>(WMAKE(a), WMAKE(b), WMAKE(c), da, db, dc, ra, rb, rows, x, cols, mode, normw, eps); \
-    }                                                                                                       \
-    extern "C" __global__ void __launch_bounds__(MV1_THREADS, 4) sw1_grouped##BITS(                         \
-        WPARAMS(a), WPARAMS(b), float* d, long long rows, const float* __restrict__ x, long long cols,       \
-        const float* normw, double eps) {                                                                   \
-        const Weight A = WMAKE(a);                                                                          \
-        mv1_impl<FMT_GROUPED, true, 4, BITS>(A, WMAKE(b), A, d, d, d, rows, 0, rows, x, cols, MV_STORE, normw, eps); \
-    }
-MV1W(2)
-MV1W(3)
-MV1W(4)
+MV1V(grouped2, FMT_GROUPED, 2)
+MV1V(grouped3, FMT_GROUPED, 3)
+MV1V(grouped4, FMT_GROUPED, 4)
 
 QLLAMA_FORMATS(MV1)
