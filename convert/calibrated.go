@@ -94,7 +94,7 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 		if run == nil {
 			run = awq.QuantizeModel
 		}
-		res, rep, err = run(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group}, Progress: tick})
+		res, rep, err = run(ctx, m, set, awq.ModelOptions{Options: awq.Options{Bits: s.Bits, GroupSize: group, ReferenceQK: opt.AWQReferenceQK}, Progress: tick})
 		if res != nil {
 			c.weights, c.norms, c.awq = res.Weights, res.Norms, res
 		}

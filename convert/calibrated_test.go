@@ -3,12 +3,14 @@ package convert_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"qllama/convert"
+	"qllama/convert/awq"
 	"qllama/convert/calib"
 	"qllama/format/gguf"
 	"qllama/infer"
@@ -100,10 +102,37 @@ func TestCalibratedMethods(t *testing.T) {
 		{convert.Options{Method: "awq", Bits: 4, Sym: true, Calib: calibPath}, "asymmetric"},
 		{convert.Options{Method: "q4_0", Calib: calibPath}, "gptq and awq only"},
 		{convert.Options{Method: "gptq", Type: "q4_0", Calib: calibPath}, "rtn"},
+		{convert.Options{Method: "gptq", Bits: 4, Calib: calibPath, AWQReferenceQK: true}, "awq only"},
 	} {
 		tc.o.In, tc.o.Out = dir, filepath.Join(t.TempDir(), "x.gguf")
 		if _, err := convert.Convert(context.Background(), tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want it to mention %q", tc.o, err, tc.want)
+		}
+	}
+}
+
+// TestAWQReferenceQKOption checks that Options.AWQReferenceQK reaches the
+// AWQ walk as awq.Options.ReferenceQK (and that it is off by default).
+func TestAWQReferenceQKOption(t *testing.T) {
+	dir := testutil.Shared(t, "models", "stories260k")
+	calibPath := filepath.Join(t.TempDir(), "calib.txt")
+	if err := os.WriteFile(calibPath, []byte(strings.Repeat("Once upon a time there was a little cat. ", 200)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("stop here")
+	for _, ref := range []bool{false, true} {
+		var got *awq.Options
+		o := convert.Options{In: dir, Out: filepath.Join(t.TempDir(), "x.gguf"), Method: "awq", Bits: 4, Group: 32, Calib: calibPath,
+			CalibSamples: 2, CalibLen: 32, AWQReferenceQK: ref,
+			AWQ: func(ctx context.Context, m *infer.Model, set *calib.Set, opt awq.ModelOptions) (*awq.Result, *awq.Report, error) {
+				got = &opt.Options
+				return nil, nil, stop
+			}}
+		if _, err := convert.Convert(context.Background(), o); !errors.Is(err, stop) {
+			t.Fatalf("reference %v: error %v, want the walk's", ref, err)
+		}
+		if got == nil || got.ReferenceQK != ref {
+			t.Errorf("AWQReferenceQK %v: the walk got options %+v", ref, got)
 		}
 	}
 }

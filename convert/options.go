@@ -81,6 +81,9 @@ type Options struct {
 	// ActOrder quantizes GPTQ columns in decreasing Hessian-diagonal order
 	// (with static groups, so the stored layout stays plain).
 	ActOrder bool
+	// AWQReferenceQK runs AWQ as the reference implementation does: q_proj
+	// and k_proj neither clipped nor guarded (awq.Options.ReferenceQK).
+	AWQReferenceQK bool
 	// GPTQ runs GPTQ's model walk; nil means gptq.QuantizeModel on the CPU.
 	// Commands built with the cuda tag set it to (*cuda.Device).QuantizeGPTQ
 	// for --device cuda (blocks, Hessians and the solve on the GPU).
@@ -230,6 +233,9 @@ func (o *Options) resolve() (policy, error) {
 		}
 	} else if o.Calib != "" || o.ActOrder {
 		return p, fmt.Errorf("--calib and --act-order apply to gptq and awq only: %w", ErrOptions)
+	}
+	if o.AWQReferenceQK && p.calibrate != MethodAWQ {
+		return p, fmt.Errorf("--awq-reference-qk applies to awq only: %w", ErrOptions)
 	}
 	if typ == "" {
 		typ = o.Method

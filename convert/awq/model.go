@@ -61,7 +61,23 @@ type StageReport struct {
 	Loss    float64 `json:"loss"`
 	RTNLoss float64 `json:"rtn_loss"`
 	Skipped string  `json:"skipped,omitempty"`
+	// Guard describes the q/k guard of input_layernorm->q,k,v (nil for
+	// the other stages and with ReferenceQK).
+	Guard *GuardReport `json:"guard,omitempty"`
 }
+
+// Stage returns the report of a search's result for block layer's pair.
+func (r SearchResult) Stage(layer int, pair string) StageReport {
+	return StageReport{Layer: layer, Pair: pair, Alpha: r.Alpha, Loss: r.Loss, RTNLoss: r.RTNLoss, Guard: r.Guard}
+}
+
+// Stage pairs (StageReport.Pair).
+const (
+	PairQKV    = "input_layernorm->q,k,v"
+	PairVO     = "v->o"
+	PairGateUp = "post_attention_layernorm->gate,up"
+	PairDown   = "up->down"
+)
 
 // LayerReport describes one linear.
 type LayerReport struct {
@@ -222,11 +238,13 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 		}
 		return L, nil
 	}
-	report := func(pair string, alpha, loss, rtn float64, skipped string) {
-		rep.Stages = append(rep.Stages, StageReport{Layer: l, Pair: pair, Alpha: alpha, Loss: loss, RTNLoss: rtn, Skipped: skipped})
+	// 1. input_layernorm -> q, k, v, inspecting the attention output,
+	// under the q/k guard (see the package doc).
+	guard, err := b.qkGuard(c, &acts, n, nseq, seqLen, o)
+	if err != nil {
+		return err
 	}
-	// 1. input_layernorm -> q, k, v, inspecting the attention output.
-	sQKV, a, loss, rtn, err := Search(MeanAbs(acts.AttnIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
+	qkv, err := Search(MeanAbs(acts.AttnIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
 		L := b.Layer()
 		if s != nil {
 			var err error
@@ -236,22 +254,22 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 		}
 		r := make([]float32, n*c.Dim)
 		return r, infer.Attention(c, &L, r, nil, acts.AttnIn, nseq, seqLen)
-	})
+	}, guard)
 	if err != nil {
 		return err
 	}
-	report("input_layernorm->q,k,v", a, loss, rtn, "")
+	rep.Stages = append(rep.Stages, qkv.Stage(l, PairQKV))
 	// 2. v -> o, per kv channel (see the package doc for GQA).
 	qDim, kvDim, hd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.HeadDim
 	group := c.Heads / c.KVHeads
 	var sKV, sO []float32
 	if group > 1 && o.SkipGQA {
-		report("v->o", 0, 0, 0, fmt.Sprintf("v_proj has %d outputs, o_proj %d inputs (SkipGQA)", kvDim, qDim))
+		rep.Stages = append(rep.Stages, StageReport{Layer: l, Pair: PairVO, Skipped: SkipGQAReason(kvDim, qDim)})
 	} else {
 		meanKV := GQAMeans(MeanAbs(acts.OIn, n, qDim), c.Heads, c.KVHeads, hd)
 		expand := func(s []float32) []float32 { return GQAExpand(s, c.Heads, c.KVHeads, hd) }
 		dO := b.W[hf.AttnO]
-		sKV, a, loss, rtn, err = Search(meanKV, o.Grid, func(s []float32) ([]float32, error) {
+		vo, err := Search(meanKV, o.Grid, func(s []float32) ([]float32, error) {
 			w := dO.W
 			if s != nil {
 				var err error
@@ -262,15 +280,16 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			r := make([]float32, n*c.Dim)
 			infer.NewDense(w, dO.R, dO.C).MatMul(r, acts.OIn, n)
 			return r, nil
-		})
+		}, nil)
 		if err != nil {
 			return err
 		}
+		sKV = vo.Scales
 		sO = expand(sKV)
-		report("v->o", a, loss, rtn, "")
+		rep.Stages = append(rep.Stages, vo.Stage(l, PairVO))
 	}
 	// 3. post_attention_layernorm -> gate, up, inspecting the MLP output.
-	sGU, a, loss, rtn, err := Search(MeanAbs(acts.FFNIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
+	gu, err := Search(MeanAbs(acts.FFNIn, n, c.Dim), o.Grid, func(s []float32) ([]float32, error) {
 		L := b.Layer()
 		if s != nil {
 			var err error
@@ -280,14 +299,14 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 		}
 		r := make([]float32, n*c.Dim)
 		return r, infer.MLP(c, &L, r, nil, acts.FFNIn, n)
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
-	report("post_attention_layernorm->gate,up", a, loss, rtn, "")
+	rep.Stages = append(rep.Stages, gu.Stage(l, PairGateUp))
 	// 4. up -> down.
 	dD := b.W[hf.FFNDown]
-	sDown, a, loss, rtn, err := Search(MeanAbs(acts.DownIn, n, c.FFNDim), o.Grid, func(s []float32) ([]float32, error) {
+	down, err := Search(MeanAbs(acts.DownIn, n, c.FFNDim), o.Grid, func(s []float32) ([]float32, error) {
 		w := dD.W
 		if s != nil {
 			var err error
@@ -298,17 +317,17 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 		r := make([]float32, n*c.Dim)
 		infer.NewDense(w, dD.R, dD.C).MatMul(r, acts.DownIn, n)
 		return r, nil
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
-	report("up->down", a, loss, rtn, "")
+	rep.Stages = append(rep.Stages, down.Stage(l, PairDown))
 
 	// Apply the scales: fold into norms / preceding rows, scale columns and
 	// the captured inputs.
-	inScale, outScale := b.Apply(c, BlockScales{QKV: sQKV, KV: sKV, O: sO, GateUp: sGU, Down: sDown},
+	inScale, outScale := b.Apply(c, BlockScales{QKV: qkv.Scales, KV: sKV, O: sO, GateUp: gu.Scales, Down: down.Scales},
 		[4][]float32{acts.AttnIn[:n*c.Dim], acts.OIn[:n*qDim], acts.FFNIn[:n*c.Dim], acts.DownIn[:n*c.FFNDim]})
-	// Clip (not q, k) and quantize.
+	// Clip (not q, k with ReferenceQK) and quantize.
 	for _, st := range calib.Stages {
 		for _, sfx := range st.Linears() {
 			if err := ctx.Err(); err != nil {
@@ -318,8 +337,8 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			d := b.W[sfx]
 			name := hf.LayerTensorName(l, sfx)
 			clipped := 0
-			if !o.NoClip && sfx != hf.AttnQ && sfx != hf.AttnK {
-				if clipped, err = Clip(d.W, d.R, d.C, st.Input(&acts), n, o); err != nil {
+			if o.Clips(sfx) {
+				if clipped, err = o.ClipWeight(d.W, d.R, d.C, st.Input(&acts), n); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			}
@@ -347,6 +366,82 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 	// Next block's input: this block quantized (scaled basis, same function).
 	L = b.Layer()
 	return infer.BlockForward(c, &L, x, nseq, seqLen, nil)
+}
+
+// SkipGQAReason is StageReport.Skipped for v->o under SkipGQA.
+func SkipGQAReason(kvDim, qDim int) string {
+	return fmt.Sprintf("v_proj has %d outputs, o_proj %d inputs (SkipGQA)", kvDim, qDim)
+}
+
+// qkGuard returns the q/k guard of the block's input_layernorm->q,k,v
+// search (nil with ReferenceQK), acts being the float block's activations
+// on the calibration inputs (n rows, nseq samples of seqLen tokens): q_proj's
+// and k_proj's errors on the guard rows (Options.SampleRows of the
+// attention input) and the attention output's error over all calibration
+// tokens, each with q, k and v stored as the walk stores them under the
+// tried scales.
+func (b *Block) qkGuard(c *infer.Config, acts *infer.BlockActivations, n, nseq, seqLen int, o Options) (*Guard, error) {
+	names := o.QKGuard()
+	if names == nil {
+		return nil, nil
+	}
+	xg := o.SampleRows(acts.AttnIn, n, c.Dim)
+	ng := len(xg) / c.Dim
+	matmul := func(w []float32, rows int, x []float32) []float32 {
+		r := make([]float32, ng*rows)
+		infer.NewDense(w, rows, c.Dim).MatMul(r, x, ng)
+		return r
+	}
+	g := &Guard{Linears: names, RTNErr: make([]float64, len(names))}
+	refs := make([][]float32, len(names))
+	for j, sfx := range names {
+		d := b.W[sfx]
+		refs[j] = matmul(d.W, d.R, xg)
+		deq, err := FakeQuant(d.W, d.R, d.C, nil, o)
+		if err != nil {
+			return nil, err
+		}
+		g.RTNErr[j] = mse(matmul(deq, d.R, xg), refs[j])
+	}
+	L := b.Layer()
+	org := make([]float32, n*c.Dim)
+	if err := infer.Attention(c, &L, org, nil, acts.AttnIn, nseq, seqLen); err != nil {
+		return nil, err
+	}
+	g.Eval = func(s []float32) ([]float64, float64, error) {
+		// The stored weights, as quantizeBlock makes them after Apply:
+		// columns scaled, clipped on the scaled rows (the rows Clip samples
+		// from the scaled inputs), quantized.
+		xs := ScaleRows(xg, s)
+		stored := map[string][]float32{}
+		L := b.Layer()
+		for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
+			d := b.W[sfx]
+			ws := ScaleCols(d.W, s)
+			if o.Clips(sfx) {
+				if _, err := o.ClipWeight(ws, d.R, d.C, xs, ng); err != nil {
+					return nil, 0, err
+				}
+			}
+			deq, err := FakeQuant(ws, d.R, d.C, nil, o)
+			if err != nil {
+				return nil, 0, err
+			}
+			stored[sfx] = deq
+			f, _ := calib.LinearField(&L, sfx)
+			*f = infer.NewDense(ScaleRows(deq, s), d.R, d.C) // the original basis
+		}
+		errs := make([]float64, len(names))
+		for j, sfx := range names {
+			errs[j] = mse(matmul(stored[sfx], b.W[sfx].R, xs), refs[j])
+		}
+		out := make([]float32, n*c.Dim)
+		if err := infer.Attention(c, &L, out, nil, acts.AttnIn, nseq, seqLen); err != nil {
+			return nil, 0, err
+		}
+		return errs, mse(out, org), nil
+	}
+	return g, nil
 }
 
 // GQAMeans averages o_proj's per-input-channel activation means over the

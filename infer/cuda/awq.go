@@ -25,7 +25,7 @@ const awqThreads = 128
 
 // awqMaxClipGroup is the longest group the device clipping search takes (its
 // dynamic shared memory holds two groups of float32); longer groups (one
-// group per row of a wide linear) are clipped by awq.Clip on the host.
+// group per row of a wide linear) are clipped by awq's ClipWeight on the host.
 const awqMaxClipGroup = 4096
 
 // awqStats is calibHook's AWQ capture: at the capture point of stage s (a
@@ -73,7 +73,12 @@ type awqWalk struct {
 	st             awqStats
 	orig           map[string]cu.DevicePtr // float32 copies of the block's linears
 	gram, best, xs cu.DevicePtr            // clipping: Gram matrices, chosen maxima, scaled input rows
-	bufs           []cu.DevicePtr
+	// The q/k guard (not with ReferenceQK): a float32 weight being
+	// clipped or measured, the guarded linears' outputs on the guard rows
+	// (nclip of them) with that weight and with the float weights.
+	gw, gout cu.DevicePtr
+	gref     map[string]cu.DevicePtr
+	bufs     []cu.DevicePtr
 }
 
 // awqLinears are the linears of a block in calib.Stages order.
@@ -90,8 +95,8 @@ func (w *awqWalk) groupOf(cols int) int {
 func (d *Device) newAWQWalk(k *calibrator, c *infer.Config, o awq.Options) (w *awqWalk, err error) {
 	defer d.bind()()
 	n := int64(k.nseq) * int64(k.seqLen)
-	step := int64(max(1, int(n)/o.ClipTokens))
-	w = &awqWalk{d: d, k: k, c: c, o: o, n: n, step: step, nclip: (n + step - 1) / step, orig: map[string]cu.DevicePtr{}}
+	step, nclip := o.ClipRows(int(n))
+	w = &awqWalk{d: d, k: k, c: c, o: o, n: n, step: int64(step), nclip: int64(nclip), orig: map[string]cu.DevicePtr{}, gref: map[string]cu.DevicePtr{}}
 	defer func() {
 		if err != nil {
 			w.closeLocked()
@@ -149,7 +154,8 @@ func (d *Device) newAWQWalk(k *calibrator, c *infer.Config, o awq.Options) (w *a
 			return nil, err
 		}
 	}
-	w.st.step = step
+	w.st.step = w.step
+	guarded := o.QKGuard()
 	if !o.NoClip {
 		if err := alloc(&w.gram, gram*4, "the clipping search's Gram matrices"); err != nil {
 			return nil, err
@@ -157,8 +163,25 @@ func (d *Device) newAWQWalk(k *calibrator, c *infer.Config, o awq.Options) (w *a
 		if err := alloc(&w.best, best*4, "the clipping search's results"); err != nil {
 			return nil, err
 		}
+	}
+	if !o.NoClip || guarded != nil {
 		if err := alloc(&w.xs, w.nclip*maxCols*4, "the clipping search's scaled input rows"); err != nil {
 			return nil, err
+		}
+	}
+	if guarded != nil {
+		if err := alloc(&w.gw, max(qDim, kvDim)*dim*4, "the q/k guard's weight"); err != nil {
+			return nil, err
+		}
+		if err := alloc(&w.gout, w.nclip*qDim*4, "the q/k guard's outputs"); err != nil {
+			return nil, err
+		}
+		for _, sfx := range guarded {
+			var p cu.DevicePtr
+			if err := alloc(&p, w.nclip*shapes[sfx][0]*4, "the q/k guard's float outputs"); err != nil {
+				return nil, err
+			}
+			w.gref[sfx] = p
 		}
 	}
 	return w, nil
@@ -221,12 +244,17 @@ func (w *awqWalk) pass(ctx context.Context, outAt int, out cu.DevicePtr, stats b
 
 // loss returns the mean squared difference of w.out and w.ref.
 func (w *awqWalk) loss() (float64, error) {
+	return w.mse(w.out, w.ref, w.n*int64(w.c.Dim))
+}
+
+// mse returns the mean squared difference of the cnt float32 values at a
+// and b.
+func (w *awqWalk) mse(a, b cu.DevicePtr, cnt int64) (float64, error) {
 	defer w.d.bind()()
-	cnt := w.n * int64(w.c.Dim)
 	if err := w.d.st.zero(w.acc, 8); err != nil {
 		return 0, err
 	}
-	if err := w.d.launch("awq_sqerr", dim3{x: int(min((cnt+awqThreads-1)/awqThreads, 2048))}, awqThreads, 0, w.out, w.ref, cnt, w.acc); err != nil {
+	if err := w.d.launch("awq_sqerr", dim3{x: int(min((cnt+awqThreads-1)/awqThreads, 2048))}, awqThreads, 0, a, b, cnt, w.acc); err != nil {
 		return 0, err
 	}
 	if err := w.d.st.sync(); err != nil {
@@ -260,24 +288,22 @@ func (w *awqWalk) restore(sfx string) error {
 	return w.d.launch("to_half", dim3{x: int((n + 255) / 256)}, 256, 0, w.orig[sfx], wt.data, n)
 }
 
-// search is awq.Search on the device: the inspected output is the
+// search is awq.LossSearch on the device: the inspected output is the
 // sub-block ending at outAt with the linears names fake-quantized under the
-// scales (expanded by expand, if set), compared with the float block's.
-func (w *awqWalk) search(ctx context.Context, mean []float64, outAt int, names []string, expand func([]float32) []float32) (best []float32, alpha, loss, rtnLoss float64, err error) {
+// scales (expanded by expand, if set), compared with the float block's;
+// guard, if set, is evaluated after the grid. The float weights are back in
+// the device block when it returns.
+func (w *awqWalk) search(ctx context.Context, mean []float64, outAt int, names []string, expand func([]float32) []float32, guard *awq.Guard) (awq.SearchResult, error) {
 	if err := w.pass(ctx, outAt, w.ref, false); err != nil {
-		return nil, 0, 0, 0, err
+		return awq.SearchResult{}, err
 	}
-	loss = math.Inf(1)
-	for i := 0; i < w.o.Grid; i++ {
-		a := float64(i) / float64(w.o.Grid)
-		s := awq.Scales(mean, a)
-		se := s
+	r, err := awq.LossSearch(mean, w.o.Grid, func(s []float32) (float64, error) {
 		if expand != nil {
-			se = expand(s)
+			s = expand(s)
 		}
 		err := func() error {
 			defer w.d.bind()()
-			if err := w.uploadF32(w.sc, se, "scales"); err != nil {
+			if err := w.uploadF32(w.sc, s, "scales"); err != nil {
 				return err
 			}
 			for _, sfx := range names {
@@ -288,46 +314,141 @@ func (w *awqWalk) search(ctx context.Context, mean []float64, outAt int, names [
 			return nil
 		}()
 		if err != nil {
-			return nil, 0, 0, 0, err
+			return 0, err
 		}
 		if err := w.pass(ctx, outAt, w.out, false); err != nil {
-			return nil, 0, 0, 0, err
+			return 0, err
 		}
-		l, err := w.loss()
-		if err != nil {
-			return nil, 0, 0, 0, err
-		}
-		if math.IsNaN(l) {
-			return nil, 0, 0, 0, fmt.Errorf("non-finite output error at alpha %g: %w", a, awq.ErrAWQ)
-		}
-		if i == 0 {
-			rtnLoss = l
-		}
-		if l < loss {
-			best, alpha, loss = s, a, l
-		}
-	}
-	if best == nil {
-		return nil, 0, 0, 0, fmt.Errorf("no finite output error in the scale search: %w", awq.ErrAWQ)
+		return w.loss()
+	}, guard)
+	if err != nil {
+		return awq.SearchResult{}, err
 	}
 	defer w.d.bind()()
 	for _, sfx := range names {
 		if err := w.restore(sfx); err != nil {
-			return nil, 0, 0, 0, err
+			return awq.SearchResult{}, err
 		}
 	}
-	return best, alpha, loss, rtnLoss, w.d.st.sync()
+	return r, w.d.st.sync()
 }
 
-// gramFor computes the per-group Gram matrices (mean over the rows) of the
-// scaled clipping rows x (nclip x cols) into w.gram.
-func (w *awqWalk) gramFor(x []float32, cols int) error {
+// linearOut writes x·Wᵀ to out ([nclip][rows] float32) for the float32 rows
+// x ([nclip][Dim]) and weight wt ([rows][Dim]), both on the device.
+func (w *awqWalk) linearOut(x, wt, out cu.DevicePtr, rows int) error {
 	defer w.d.bind()()
 	bl, err := w.d.blasHandle()
 	if err != nil {
 		return err
 	}
-	if err := w.uploadF32(w.xs, x, "clipping rows"); err != nil {
+	dim := int64(w.c.Dim)
+	return bl.gemm(opT, opN, int64(rows), w.nclip, dim, 1, mat{ptr: wt, dt: dtF32, ld: dim}, mat{ptr: x, dt: dtF32, ld: dim},
+		0, mat{ptr: out, dt: dtF32, ld: int64(rows)}, 1, compute32F)
+}
+
+// guardErr returns the mean squared difference, over the guard rows, of
+// x·Wᵀ for the host weight v (rows x Dim, uploaded to w.gw) from linear
+// sfx's float output (w.gref).
+func (w *awqWalk) guardErr(sfx string, x cu.DevicePtr, v []float32, rows int) (float64, error) {
+	err := func() error {
+		defer w.d.bind()()
+		return w.uploadF32(w.gw, v, "a guarded weight")
+	}()
+	if err != nil {
+		return 0, err
+	}
+	if err := w.linearOut(x, w.gw, w.gout, rows); err != nil {
+		return 0, err
+	}
+	return w.mse(w.gout, w.gref[sfx], w.nclip*int64(rows))
+}
+
+// qkGuard is the q/k guard of the block's input_layernorm->q,k,v search
+// (nil with ReferenceQK), as awq's (Block.qkGuard) on the device: x holds
+// the guard rows (the clipping rows of the float block's q/k/v input,
+// nclip x Dim, also at w.st.rows[calibQKV]), and the device's float32
+// copies of the block's linears are still unscaled.
+func (w *awqWalk) qkGuard(ctx context.Context, b *awq.Block, x []float32) (*awq.Guard, error) {
+	names := w.o.QKGuard()
+	if names == nil {
+		return nil, nil
+	}
+	xq := w.st.rows[calibQKV]
+	g := &awq.Guard{Linears: names, RTNErr: make([]float64, len(names))}
+	for j, sfx := range names {
+		d := b.W[sfx]
+		if err := w.linearOut(xq, w.orig[sfx], w.gref[sfx], d.R); err != nil {
+			return nil, err
+		}
+		_, deq, err := awqRTN(d.W, d.R, d.C, w.o.Grouped())
+		if err != nil {
+			return nil, err
+		}
+		if g.RTNErr[j], err = w.guardErr(sfx, xq, deq, d.R); err != nil {
+			return nil, err
+		}
+	}
+	G := &w.k.g.layers[0]
+	g.Eval = func(s []float32) ([]float64, float64, error) {
+		// The stored weights, as block makes them after Apply: columns
+		// scaled, clipped on the scaled rows, quantized.
+		xs := awq.ScaleRows(x, s)
+		if err := func() error {
+			defer w.d.bind()()
+			return w.uploadF32(w.xs, xs, "the guard rows")
+		}(); err != nil {
+			return nil, 0, err
+		}
+		gramReady := false
+		errs := make([]float64, len(names))
+		for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
+			d := b.W[sfx]
+			ws := infer.NewDense(awq.ScaleCols(d.W, s), d.R, d.C)
+			if w.o.Clips(sfx) {
+				if _, err := w.clipLinear(w.gw, ws, xs, &gramReady); err != nil {
+					return nil, 0, err
+				}
+			}
+			_, deq, err := awqRTN(ws.W, d.R, d.C, w.o.Grouped())
+			if err != nil {
+				return nil, 0, err
+			}
+			for j, name := range names {
+				if name == sfx {
+					if errs[j], err = w.guardErr(sfx, w.xs, deq, d.R); err != nil {
+						return nil, 0, err
+					}
+				}
+			}
+			// The device block's copy, in the original basis.
+			orig := awq.ScaleRows(deq, s)
+			dst := map[string]*weight{hf.AttnQ: G.q, hf.AttnK: G.k, hf.AttnV: G.v}[sfx]
+			if err := func() error {
+				defer w.d.bind()()
+				if err := w.uploadF32(w.gw, orig, "a stored weight"); err != nil {
+					return err
+				}
+				n := int64(d.R) * int64(d.C)
+				return w.d.launch("to_half", dim3{x: int((n + 255) / 256)}, 256, 0, w.gw, dst.data, n)
+			}(); err != nil {
+				return nil, 0, err
+			}
+		}
+		if err := w.pass(ctx, calibO, w.out, false); err != nil {
+			return nil, 0, err
+		}
+		out, err := w.loss()
+		return errs, out, err
+	}
+	return g, nil
+}
+
+// gramFor computes the per-group Gram matrices (mean over the rows) of the
+// scaled clipping rows (nclip x cols) at w.xs into w.gram.
+func (w *awqWalk) gramFor(cols int) error {
+	defer w.d.bind()()
+	bl, err := w.d.blasHandle()
+	if err != nil {
 		return err
 	}
 	gs := int64(w.groupOf(cols))
@@ -349,20 +470,40 @@ func (w *awqWalk) gramFor(x []float32, cols int) error {
 	return nil
 }
 
-// clip is awq.Clip on the device for the scaled weight d (in place) whose
-// stage's Gram matrices are in w.gram; it returns the clipped group count.
-func (w *awqWalk) clip(sfx string, d *infer.Dense) (int, error) {
+// clipLinear is the clipping search (awq.Clip) of the scaled weight d (in place) on the scaled
+// clipping rows x (nclip x d.C), which must also be at w.xs: on the device
+// through buf (room for d as float32) and the Gram matrices of x (computed
+// first unless *gramReady, which it then sets), or by ClipWeight on the host
+// for groups longer than awqMaxClipGroup. It returns the clipped group
+// count.
+func (w *awqWalk) clipLinear(buf cu.DevicePtr, d *infer.Dense, x []float32, gramReady *bool) (int, error) {
+	if w.groupOf(d.C) > awqMaxClipGroup {
+		return w.o.ClipWeight(d.W, d.R, d.C, x, int(w.nclip))
+	}
+	if !*gramReady {
+		if err := w.gramFor(d.C); err != nil {
+			return 0, err
+		}
+		*gramReady = true
+	}
+	return w.clip(buf, d)
+}
+
+// clip is awq.Clip on the device for the scaled weight d (in place, through
+// buf) whose stage's Gram matrices are in w.gram; it returns the clipped
+// group count.
+func (w *awqWalk) clip(buf cu.DevicePtr, d *infer.Dense) (int, error) {
 	rows, cols := d.R, d.C
 	gs := w.groupOf(cols)
 	ng := (cols + gs - 1) / gs
 	best := make([]float32, rows*ng)
 	err := func() error {
 		defer w.d.bind()()
-		if err := w.uploadF32(w.orig[sfx], d.W, "a scaled weight"); err != nil {
+		if err := w.uploadF32(buf, d.W, "a scaled weight"); err != nil {
 			return err
 		}
 		steps := int64(w.o.MaxShrink * float64(w.o.Grid))
-		if err := w.d.launch("awq_clip", dim3{x: rows, y: ng}, awqThreads, 2*gs*4, w.orig[sfx], w.gram, w.best,
+		if err := w.d.launch("awq_clip", dim3{x: rows, y: ng}, awqThreads, 2*gs*4, buf, w.gram, w.best,
 			int64(rows), int64(cols), int64(gs), steps, float64(w.o.Grid), float64(int(1)<<w.o.Bits-1)); err != nil {
 			return err
 		}
@@ -542,49 +683,52 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 			rep.Importance[hf.LayerTensorName(l, sfx)] = imp
 		}
 	}
-	report := func(pair string, alpha, loss, rtn float64, skipped string) {
-		rep.Stages = append(rep.Stages, awq.StageReport{Layer: l, Pair: pair, Alpha: alpha, Loss: loss, RTNLoss: rtn, Skipped: skipped})
-	}
-	// 1. input_layernorm -> q, k, v, inspecting the attention output.
-	sQKV, a, loss, rtn, err := w.search(ctx, means[calibQKV], calibO, []string{hf.AttnQ, hf.AttnK, hf.AttnV}, nil)
+	// 1. input_layernorm -> q, k, v, inspecting the attention output,
+	// under the q/k guard.
+	guard, err := w.qkGuard(ctx, b, xs[calibQKV])
 	if err != nil {
 		return err
 	}
-	report("input_layernorm->q,k,v", a, loss, rtn, "")
+	qkv, err := w.search(ctx, means[calibQKV], calibO, []string{hf.AttnQ, hf.AttnK, hf.AttnV}, nil, guard)
+	if err != nil {
+		return err
+	}
+	rep.Stages = append(rep.Stages, qkv.Stage(l, awq.PairQKV))
 	// 2. v -> o, per kv channel.
 	qDim, kvDim, hd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.HeadDim
 	group := c.Heads / c.KVHeads
 	var sKV, sO []float32
 	if group > 1 && o.SkipGQA {
-		report("v->o", 0, 0, 0, fmt.Sprintf("v_proj has %d outputs, o_proj %d inputs (SkipGQA)", kvDim, qDim))
+		rep.Stages = append(rep.Stages, awq.StageReport{Layer: l, Pair: awq.PairVO, Skipped: awq.SkipGQAReason(kvDim, qDim)})
 	} else {
 		meanKV := awq.GQAMeans(means[calibO], c.Heads, c.KVHeads, hd)
 		expand := func(s []float32) []float32 { return awq.GQAExpand(s, c.Heads, c.KVHeads, hd) }
-		sKV, a, loss, rtn, err = w.search(ctx, meanKV, calibO, []string{hf.AttnO}, expand)
+		vo, err := w.search(ctx, meanKV, calibO, []string{hf.AttnO}, expand, nil)
 		if err != nil {
 			return err
 		}
+		sKV = vo.Scales
 		sO = expand(sKV)
-		report("v->o", a, loss, rtn, "")
+		rep.Stages = append(rep.Stages, vo.Stage(l, awq.PairVO))
 	}
 	// 3. post_attention_layernorm -> gate, up, inspecting the MLP output.
-	sGU, a, loss, rtn, err := w.search(ctx, means[calibGateUp], calibDown, []string{hf.FFNGate, hf.FFNUp}, nil)
+	gu, err := w.search(ctx, means[calibGateUp], calibDown, []string{hf.FFNGate, hf.FFNUp}, nil, nil)
 	if err != nil {
 		return err
 	}
-	report("post_attention_layernorm->gate,up", a, loss, rtn, "")
+	rep.Stages = append(rep.Stages, gu.Stage(l, awq.PairGateUp))
 	// 4. up -> down.
-	sDown, a, loss, rtn, err := w.search(ctx, means[calibDown], calibDown, []string{hf.FFNDown}, nil)
+	down, err := w.search(ctx, means[calibDown], calibDown, []string{hf.FFNDown}, nil, nil)
 	if err != nil {
 		return err
 	}
-	report("up->down", a, loss, rtn, "")
+	rep.Stages = append(rep.Stages, down.Stage(l, awq.PairDown))
 
 	// Apply the scales as awq does.
-	inScale, outScale := b.Apply(c, awq.BlockScales{QKV: sQKV, KV: sKV, O: sO, GateUp: sGU, Down: sDown}, xs)
-	// Clip (not q, k) and quantize.
+	inScale, outScale := b.Apply(c, awq.BlockScales{QKV: qkv.Scales, KV: sKV, O: sO, GateUp: gu.Scales, Down: down.Scales}, xs)
+	// Clip (not q, k with ReferenceQK) and quantize.
 	for i, st := range calib.Stages {
-		gramReady := false
+		gramReady, uploaded := false, false
 		for _, sfx := range st.Linears() {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -593,19 +737,17 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 			dw := b.W[sfx]
 			name := hf.LayerTensorName(l, sfx)
 			clipped := 0
-			if !o.NoClip && sfx != hf.AttnQ && sfx != hf.AttnK {
-				if w.groupOf(dw.C) > awqMaxClipGroup {
-					clipped, err = awq.Clip(dw.W, dw.R, dw.C, xs[i], int(w.nclip), o)
-				} else {
-					if !gramReady {
-						if err := w.gramFor(xs[i], dw.C); err != nil {
-							return fmt.Errorf("%s: %w", name, err)
-						}
-						gramReady = true
+			if o.Clips(sfx) {
+				if !uploaded {
+					if err := func() error {
+						defer w.d.bind()()
+						return w.uploadF32(w.xs, xs[i], "clipping rows")
+					}(); err != nil {
+						return fmt.Errorf("%s: %w", name, err)
 					}
-					clipped, err = w.clip(sfx, dw)
+					uploaded = true
 				}
-				if err != nil {
+				if clipped, err = w.clipLinear(w.orig[sfx], dw, xs[i], &gramReady); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			}

@@ -18,10 +18,14 @@ import (
 // TestQuantizeAWQ runs the GPU AWQ walk and the CPU one on the shared small
 // models and compares them: the same result structure and report; the GPU
 // runs the blocks in FP16 (the CPU in float32), so the chosen exponents may
-// differ where the loss curve is flat, but most must agree, the scales of
-// agreeing stages must be close, the clipped group counts close, and the
+// differ where the loss curve is flat (or where the q/k guard's measures
+// are close to their bounds), but most must agree, the scales of agreeing
+// stages must be close, the clipped group counts close, the GPU's q/k
+// guard within its bounds with the CPU's RTN errors, and the
 // importance-weighted error of the final linears (in the original basis,
 // weighed by the CPU's importance) no worse than the CPU's by more than 5%.
+// The last case is the reference walk (ReferenceQK: no guard, q and k not
+// clipped).
 func TestQuantizeAWQ(t *testing.T) {
 	for _, tc := range []struct {
 		model string
@@ -30,8 +34,9 @@ func TestQuantizeAWQ(t *testing.T) {
 		{"stories260k", awq.Options{Bits: 4, GroupSize: 32}},
 		{"random_llama32", awq.Options{Bits: 4, GroupSize: 32}},
 		{"random_llama32", awq.Options{Bits: 3, GroupSize: -1}},
+		{"stories260k", awq.Options{Bits: 4, GroupSize: 32, ReferenceQK: true}},
 	} {
-		t.Run(fmt.Sprintf("%s/%d-bit/g%d", tc.model, tc.opt.Bits, tc.opt.GroupSize), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%d-bit/g%d/refqk%v", tc.model, tc.opt.Bits, tc.opt.GroupSize, tc.opt.ReferenceQK), func(t *testing.T) {
 			m := loadHF(t, testutil.Shared(t, "models", tc.model))
 			set := randomSet(t, m.Vocab, 8, 64, 3)
 			mo := awq.ModelOptions{Options: tc.opt}
@@ -55,17 +60,39 @@ func TestQuantizeAWQ(t *testing.T) {
 			// Exponents and scales.
 			sameAlpha := 0
 			var worstScale float64
-			pairLinear := map[string]string{"input_layernorm->q,k,v": hf.AttnQ, "v->o": hf.AttnO,
-				"post_attention_layernorm->gate,up": hf.FFNGate, "up->down": hf.FFNDown}
+			pairLinear := map[string]string{awq.PairQKV: hf.AttnQ, awq.PairVO: hf.AttnO,
+				awq.PairGateUp: hf.FFNGate, awq.PairDown: hf.FFNDown}
 			for i, ws := range wrep.Stages {
 				gs := grep.Stages[i]
-				if gs.Layer != ws.Layer || gs.Pair != ws.Pair || gs.Skipped != ws.Skipped {
+				if gs.Layer != ws.Layer || gs.Pair != ws.Pair || gs.Skipped != ws.Skipped || (gs.Guard == nil) != (ws.Guard == nil) {
 					t.Fatalf("stage %d: GPU %+v, CPU %+v", i, gs, ws)
 				}
 				t.Logf("layer %d %-34s alpha GPU %.2f CPU %.2f  loss GPU %.4g CPU %.4g  rtn GPU %.4g CPU %.4g",
 					ws.Layer, ws.Pair, gs.Alpha, ws.Alpha, gs.Loss, ws.Loss, gs.RTNLoss, ws.RTNLoss)
 				if gs.Loss > gs.RTNLoss {
 					t.Errorf("stage %d: GPU loss %.4g above its RTN loss %.4g", i, gs.Loss, gs.RTNLoss)
+				}
+				if tc.opt.ReferenceQK != (ws.Guard == nil) || (ws.Guard != nil && ws.Pair != awq.PairQKV) {
+					t.Fatalf("stage %d (%s): guard report %+v with ReferenceQK %v", i, ws.Pair, ws.Guard, tc.opt.ReferenceQK)
+				}
+				if g, c := gs.Guard, ws.Guard; g != nil {
+					// The q/k guard: the GPU's choice within its own bounds
+					// (the stored q/k errors and attention output at alpha
+					// 0), its plain RTN errors the CPU's.
+					t.Logf("  q/k guard: GPU unguarded %.2f, %d rejected, q/k error %.4g/%.4g (bound %.4g/%.4g, RTN %.4g/%.4g); CPU unguarded %.2f, %d rejected, q/k error %.4g/%.4g (bound %.4g/%.4g, RTN %.4g/%.4g)",
+						g.UnguardedAlpha, g.Rejected, g.Err[0], g.Err[1], g.Base[0], g.Base[1], g.RTNErr[0], g.RTNErr[1],
+						c.UnguardedAlpha, c.Rejected, c.Err[0], c.Err[1], c.Base[0], c.Base[1], c.RTNErr[0], c.RTNErr[1])
+					for j := range g.Err {
+						if !(g.Err[j] <= g.Base[j]) {
+							t.Errorf("stage %d: GPU %s error %.4g above its alpha=0 bound %.4g", i, g.Linears[j], g.Err[j], g.Base[j])
+						}
+						if math.Abs(g.RTNErr[j]-c.RTNErr[j]) > 0.1*c.RTNErr[j]+1e-12 {
+							t.Errorf("stage %d: %s RTN error GPU %.4g CPU %.4g", i, g.Linears[j], g.RTNErr[j], c.RTNErr[j])
+						}
+					}
+					if !(g.OutLoss <= g.OutBase) {
+						t.Errorf("stage %d: GPU guarded attention loss %.4g above its alpha=0 bound %.4g", i, g.OutLoss, g.OutBase)
+					}
 				}
 				if math.Abs(gs.RTNLoss-ws.RTNLoss) > 0.1*ws.RTNLoss+1e-12 {
 					t.Errorf("stage %d: RTN loss GPU %.4g CPU %.4g", i, gs.RTNLoss, ws.RTNLoss)

@@ -25,6 +25,7 @@ func convertFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "calib-seed", Usage: "gptq/awq: seed of the window offsets"},
 		&cli.StringFlag{Name: "importance", Usage: "gptq/awq: write the per-column importance (mean x^2) of every linear layer to this JSON file"},
 		&cli.BoolFlag{Name: "act-order", Usage: "gptq: quantize columns by decreasing Hessian diagonal (static groups)"},
+		&cli.BoolFlag{Name: "awq-reference-qk", Usage: "awq: as the reference implementation, neither clip q_proj/k_proj nor guard their error in the q,k,v scale search"},
 		&cli.StringFlag{Name: "type", Usage: "format of the linear layers (default: --method)"},
 		&cli.StringFlag{Name: "embed-type", Usage: "format of token_embd (default: --type)"},
 		&cli.StringFlag{Name: "head-type", Usage: "format of the output projection (default: --embed-type; written separately when it differs from a tied embedding)"},
@@ -61,7 +62,7 @@ func runConvert(c *cli.Context) error {
 	opt := convert.Options{
 		In: c.String("in"), Out: c.String("out"), Method: c.String("method"),
 		Bits: c.Int("bits"), Group: c.Int("group"), Sym: c.Bool("sym"), DoubleQuant: c.Bool("double-quant"),
-		Calib: c.String("calib"), CalibSamples: c.Int("calib-samples"), CalibLen: c.Int("calib-len"), CalibSeed: c.Uint64("calib-seed"), ActOrder: c.Bool("act-order"), Importance: c.String("importance"),
+		Calib: c.String("calib"), CalibSamples: c.Int("calib-samples"), CalibLen: c.Int("calib-len"), CalibSeed: c.Uint64("calib-seed"), ActOrder: c.Bool("act-order"), AWQReferenceQK: c.Bool("awq-reference-qk"), Importance: c.String("importance"),
 		Type: c.String("type"), EmbedType: c.String("embed-type"), HeadType: c.String("head-type"),
 		Threads: c.Int("threads"), Progress: c.App.ErrWriter,
 	}

@@ -91,6 +91,7 @@ func TestConvertUsageErrors(t *testing.T) {
 		{[]string{"inspect"}, "exactly one FILE"},
 		{[]string{"inspect", in}, in},
 		{[]string{"--in", in, "--out", out, "--method", "gptq", "--calib", in + "/tokenizer.json", "--device", "tpu"}, `--device "tpu"`},
+		{[]string{"--in", in, "--out", out, "--method", "gptq", "--calib", in + "/tokenizer.json", "--awq-reference-qk"}, "awq only"},
 	} {
 		_, _, err := run(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -376,8 +376,14 @@ func (st *study) convertOptions(e sweep.Experiment, out string) (convert.Options
 				return o, fmt.Errorf("params.act_order = %v: want true or false", v)
 			}
 			o.ActOrder = b
+		case "reference_qk":
+			b, ok := v.(bool)
+			if !ok {
+				return o, fmt.Errorf("params.reference_qk = %v: want true or false", v)
+			}
+			o.AWQReferenceQK = b
 		default:
-			return o, fmt.Errorf("params.%s: the converter has no such setting (known: act_order)", k)
+			return o, fmt.Errorf("params.%s: the converter has no such setting (known: act_order, reference_qk)", k)
 		}
 	}
 	if e.Method == convert.MethodGPTQ || e.Method == convert.MethodAWQ {

@@ -160,7 +160,11 @@ func TestConvertOptions(t *testing.T) {
 		o.CalibSamples != 16 || o.CalibLen != 256 || o.CalibSeed != 3 || o.EmbedType != "f16" {
 		t.Errorf("options %+v", o)
 	}
-	for _, p := range []map[string]any{{"damp": 0.1}, {"act_order": "yes"}} {
+	e.Method, e.Params = "awq", map[string]any{"reference_qk": true}
+	if o, err = st.convertOptions(e, "x"); err != nil || !o.AWQReferenceQK || o.ActOrder {
+		t.Errorf("reference_qk: options %+v, %v", o, err)
+	}
+	for _, p := range []map[string]any{{"damp": 0.1}, {"act_order": "yes"}, {"reference_qk": 1}} {
 		e.Params = p
 		if _, err := st.convertOptions(e, "x"); err == nil {
 			t.Errorf("params %v: no error", p)
