@@ -72,7 +72,7 @@ func TestQuantizeAWQ(t *testing.T) {
 				if gs.Loss > gs.RTNLoss {
 					t.Errorf("stage %d: GPU loss %.4g above its RTN loss %.4g", i, gs.Loss, gs.RTNLoss)
 				}
-				if tc.opt.ReferenceQK != (ws.Guard == nil) || (ws.Guard != nil && ws.Pair != awq.PairQKV) {
+				if wantGuard := !tc.opt.ReferenceQK && ws.Pair == awq.PairQKV; (ws.Guard != nil) != wantGuard {
 					t.Fatalf("stage %d (%s): guard report %+v with ReferenceQK %v", i, ws.Pair, ws.Guard, tc.opt.ReferenceQK)
 				}
 				if g, c := gs.Guard, ws.Guard; g != nil {
