@@ -328,8 +328,11 @@ type Guard struct {
 	// Eval returns, for the weights stored under scales s (scaled, clipped
 	// as the walk clips them, quantized): each guarded linear's mean
 	// squared output error on the guard rows, and the inspected output's
-	// mean squared error with those weights.
-	Eval func(s []float32) (errs []float64, out float64, err error)
+	// mean squared error with those weights. With bound set, Eval may stop
+	// as soon as a guarded linear's error exceeds bound[j] (the point is
+	// rejected whatever the rest measure): the errors not measured and out
+	// are then +Inf.
+	Eval func(s []float32, bound []float64) (errs []float64, out float64, err error)
 }
 
 // GuardReport describes a guarded scale search.
@@ -395,14 +398,14 @@ func LossSearch(mean []float64, grid int, loss func(s []float32) (float64, error
 	if guard == nil {
 		return pick(order[0]), nil
 	}
-	eval := func(s []float32) ([]float64, float64, error) {
-		errs, out, err := guard.Eval(s)
+	eval := func(s []float32, bound []float64) ([]float64, float64, error) {
+		errs, out, err := guard.Eval(s, bound)
 		if err == nil && len(errs) != len(guard.Linears) {
 			err = fmt.Errorf("guard measured %d errors for %d linears: %w", len(errs), len(guard.Linears), ErrAWQ)
 		}
 		return errs, out, err
 	}
-	base, outBase, err := eval(Scales(mean, 0))
+	base, outBase, err := eval(Scales(mean, 0), nil)
 	if err != nil {
 		return SearchResult{}, err
 	}
@@ -415,7 +418,7 @@ func LossSearch(mean []float64, grid int, loss func(s []float32) (float64, error
 			rep.Err, rep.OutLoss = base, outBase
 			return r, nil
 		}
-		errs, out, err := eval(r.Scales)
+		errs, out, err := eval(r.Scales, base)
 		if err != nil {
 			return SearchResult{}, err
 		}

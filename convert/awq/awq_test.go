@@ -262,9 +262,11 @@ func TestLossSearchGuard(t *testing.T) {
 	// loss.
 	loss := func(s []float32) (float64, error) { a := alphaOf(s); return 1 + (a-0.6)*(a-0.6), nil }
 	var evals []float64
-	g := &Guard{Linears: []string{"q", "k"}, RTNErr: []float64{2, 2}, Eval: func(s []float32) ([]float64, float64, error) {
+	var bounds []string
+	g := &Guard{Linears: []string{"q", "k"}, RTNErr: []float64{2, 2}, Eval: func(s []float32, bound []float64) ([]float64, float64, error) {
 		a := alphaOf(s)
 		evals = append(evals, a)
+		bounds = append(bounds, fmt.Sprint(bound))
 		k := 1.0
 		if a > 0.4 {
 			k = 1 + a
@@ -291,12 +293,19 @@ func TestLossSearchGuard(t *testing.T) {
 	if want := []float64{0, 0.6, 0.55, 0.65, 0.5, 0.7, 0.45, 0.75, 0.4}; fmt.Sprint(evals) != fmt.Sprint(want) {
 		t.Errorf("guard evaluated alphas %v, want %v", evals, want)
 	}
+	// alpha = 0 is measured without a bound, every other point against
+	// alpha = 0's errors (Eval may stop early there).
+	for i, b := range bounds {
+		if want := "[1 1]"; i == 0 && b != "[]" || i > 0 && b != want {
+			t.Errorf("evaluation %d (alpha %g) got bound %s", i, evals[i], b)
+		}
+	}
 	if math.Abs(r.Loss-1.04) > 1e-12 || math.Abs(r.RTNLoss-1.36) > 1e-12 {
 		t.Errorf("loss %g (want 1.04), RTN loss %g (want 1.36)", r.Loss, r.RTNLoss)
 	}
 	// The output loss guards too: above its alpha = 0 value everywhere
 	// but at alpha = 0, which is then chosen.
-	g.Eval = func(s []float32) ([]float64, float64, error) {
+	g.Eval = func(s []float32, _ []float64) ([]float64, float64, error) {
 		a := alphaOf(s)
 		return []float64{1, 1}, a, nil
 	}
@@ -304,7 +313,7 @@ func TestLossSearchGuard(t *testing.T) {
 		t.Fatalf("output guard: alpha %g, %+v, %v; want alpha 0 after 19 rejections", r.Alpha, r.Guard, err)
 	}
 	// NaN counts as worse.
-	g.Eval = func(s []float32) ([]float64, float64, error) {
+	g.Eval = func(s []float32, _ []float64) ([]float64, float64, error) {
 		if alphaOf(s) == 0 {
 			return []float64{1, 1}, 0, nil
 		}
@@ -313,7 +322,7 @@ func TestLossSearchGuard(t *testing.T) {
 	if r, err = LossSearch(mean, 20, loss, g); err != nil || r.Alpha != 0 {
 		t.Fatalf("NaN error accepted: alpha %g, %v", r.Alpha, err)
 	}
-	g.Eval = func(s []float32) ([]float64, float64, error) { return []float64{1}, 0, nil }
+	g.Eval = func(s []float32, _ []float64) ([]float64, float64, error) { return []float64{1}, 0, nil }
 	if _, err := LossSearch(mean, 20, loss, g); err == nil {
 		t.Error("a guard measuring 1 error for 2 linears accepted")
 	}
@@ -380,7 +389,7 @@ func TestQKGuardBlock(t *testing.T) {
 		if r.Guard.UnguardedAlpha != free.Alpha {
 			t.Errorf("layer %d: unguarded alpha %g, the unguarded search's %g", l, r.Guard.UnguardedAlpha, free.Alpha)
 		}
-		errs, _, err := g.Eval(free.Scales)
+		errs, _, err := g.Eval(free.Scales, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

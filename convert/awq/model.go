@@ -3,6 +3,8 @@ package awq
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"qllama/convert/calib"
@@ -408,13 +410,18 @@ func (b *Block) qkGuard(c *infer.Config, acts *infer.BlockActivations, n, nseq, 
 	if err := infer.Attention(c, &L, org, nil, acts.AttnIn, nseq, seqLen); err != nil {
 		return nil, err
 	}
-	g.Eval = func(s []float32) ([]float64, float64, error) {
+	g.Eval = func(s []float32, bound []float64) ([]float64, float64, error) {
 		// The stored weights, as quantizeBlock makes them after Apply:
 		// columns scaled, clipped on the scaled rows (the rows Clip samples
-		// from the scaled inputs), quantized.
+		// from the scaled inputs), quantized. Each guarded linear is
+		// measured as soon as it is stored, so a point over its bound
+		// stops early.
 		xs := ScaleRows(xg, s)
-		stored := map[string][]float32{}
 		L := b.Layer()
+		errs := make([]float64, len(names))
+		for i := range errs {
+			errs[i] = math.Inf(1)
+		}
 		for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
 			d := b.W[sfx]
 			ws := ScaleCols(d.W, s)
@@ -427,13 +434,14 @@ func (b *Block) qkGuard(c *infer.Config, acts *infer.BlockActivations, n, nseq, 
 			if err != nil {
 				return nil, 0, err
 			}
-			stored[sfx] = deq
+			if j := slices.Index(names, sfx); j >= 0 {
+				errs[j] = mse(matmul(deq, d.R, xs), refs[j])
+				if bound != nil && errs[j] > bound[j] {
+					return errs, math.Inf(1), nil
+				}
+			}
 			f, _ := calib.LinearField(&L, sfx)
 			*f = infer.NewDense(ScaleRows(deq, s), d.R, d.C) // the original basis
-		}
-		errs := make([]float64, len(names))
-		for j, sfx := range names {
-			errs[j] = mse(matmul(stored[sfx], b.W[sfx].R, xs), refs[j])
 		}
 		out := make([]float32, n*c.Dim)
 		if err := infer.Attention(c, &L, out, nil, acts.AttnIn, nseq, seqLen); err != nil {

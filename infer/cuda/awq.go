@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -389,9 +390,10 @@ func (w *awqWalk) qkGuard(ctx context.Context, b *awq.Block, x []float32) (*awq.
 		}
 	}
 	G := &w.k.g.layers[0]
-	g.Eval = func(s []float32) ([]float64, float64, error) {
+	g.Eval = func(s []float32, bound []float64) ([]float64, float64, error) {
 		// The stored weights, as block makes them after Apply: columns
-		// scaled, clipped on the scaled rows, quantized.
+		// scaled, clipped on the scaled rows, quantized. A guarded linear
+		// over its bound stops the evaluation (awq.Guard.Eval).
 		xs := awq.ScaleRows(x, s)
 		if err := func() error {
 			defer w.d.bind()()
@@ -401,6 +403,9 @@ func (w *awqWalk) qkGuard(ctx context.Context, b *awq.Block, x []float32) (*awq.
 		}
 		gramReady := false
 		errs := make([]float64, len(names))
+		for i := range errs {
+			errs[i] = math.Inf(1)
+		}
 		for _, sfx := range []string{hf.AttnQ, hf.AttnK, hf.AttnV} {
 			d := b.W[sfx]
 			ws := infer.NewDense(awq.ScaleCols(d.W, s), d.R, d.C)
@@ -413,11 +418,12 @@ func (w *awqWalk) qkGuard(ctx context.Context, b *awq.Block, x []float32) (*awq.
 			if err != nil {
 				return nil, 0, err
 			}
-			for j, name := range names {
-				if name == sfx {
-					if errs[j], err = w.guardErr(sfx, w.xs, deq, d.R); err != nil {
-						return nil, 0, err
-					}
+			if j := slices.Index(names, sfx); j >= 0 {
+				if errs[j], err = w.guardErr(sfx, w.xs, deq, d.R); err != nil {
+					return nil, 0, err
+				}
+				if bound != nil && errs[j] > bound[j] {
+					return errs, math.Inf(1), nil // the block's q/k/v are restored by search
 				}
 			}
 			// The device block's copy, in the original basis.
