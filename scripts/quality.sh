@@ -149,7 +149,9 @@ Produced by \`make quality\` (\`scripts/quality.sh\`); do not edit by hand.
   need whole super-blocks of 256 columns, which no stories260k weight has (64 or 172 columns): like
   llama.cpp they write q5_0 / q8_0 instead (f16 for the down projection), so their rows measure those
   fallbacks, not K-quant blocks (*bpw format* —); \`convert/quant\` and \`convert/kquant_test.go\` measure
-  the K-quant blocks themselves.
+  the K-quant blocks themselves. Group 128, the usual size for GPTQ and AWQ, is not a size this model has: its
+  linears have 64 or 172 columns, so g64 (one group per 64-column row, the down projection in groups of
+  64) stands for it.
 - **Reproduce**: \`make build && make quality\` (needs jq; a few minutes on 2 cores).
 
 | family | format | bpw format | bpw linear | bpw file | file size | ppl | KL mean | KL p99 | top-1 | fallbacks |
