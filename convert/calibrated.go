@@ -126,9 +126,10 @@ func calibrate(ctx context.Context, opt Options, pol policy, src *hf.Model, tok 
 	return c, nil
 }
 
-// calibKVs records the calibration in the file.
-func (c *calibration) kvs(method string) []gguf.KV {
-	return []gguf.KV{
+// kvs records the calibration in the file: the data (file, hash, windows)
+// and the method's settings (GPTQ's act-order, AWQ's reference q/k walk).
+func (c *calibration) kvs(method string, opt Options) []gguf.KV {
+	kvs := []gguf.KV{
 		{Key: "qllama.calib.method", Value: method},
 		{Key: "qllama.calib.file", Value: c.info.File},
 		{Key: "qllama.calib.sha256", Value: c.info.SHA256},
@@ -136,6 +137,13 @@ func (c *calibration) kvs(method string) []gguf.KV {
 		{Key: "qllama.calib.seq_len", Value: uint32(c.info.SeqLen)},
 		{Key: "qllama.calib.seed", Value: uint64(c.info.Seed)},
 	}
+	switch method {
+	case MethodGPTQ:
+		kvs = append(kvs, gguf.KV{Key: "qllama.calib.act_order", Value: opt.ActOrder})
+	case MethodAWQ:
+		kvs = append(kvs, gguf.KV{Key: "qllama.calib.awq_reference_qk", Value: opt.AWQReferenceQK})
+	}
+	return kvs
 }
 
 // encodeGrouped stores precomputed grouped weights in the rtn layout, rows

@@ -84,6 +84,10 @@ func TestCalibratedMethods(t *testing.T) {
 		if n, err := c.f.Uint("qllama.calib.samples"); err != nil || n != 16 {
 			t.Errorf("%s: calibration samples %d %v", method, n, err)
 		}
+		setting := map[string]string{"gptq": "qllama.calib.act_order", "awq": "qllama.calib.awq_reference_qk"}[method]
+		if b, err := c.f.Bool(setting); err != nil || b {
+			t.Errorf("%s: %s = %v, %v; want false", method, setting, b, err)
+		}
 		var emb string
 		for _, r := range c.rep.Tensors {
 			if r.Name == "token_embd.weight" {

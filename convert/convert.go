@@ -108,7 +108,7 @@ func Convert(ctx context.Context, opt Options) (*Report, error) {
 	}
 	kvs = append(kvs, tkv...)
 	if cal != nil {
-		kvs = append(kvs, cal.kvs(pol.calibrate)...)
+		kvs = append(kvs, cal.kvs(pol.calibrate, opt)...)
 	}
 	dtype := strings.ToLower(string(src.DType()))
 	kvs = append(kvs,
