@@ -118,7 +118,7 @@ func ValueTypeOf(v any) (ValueType, error) {
 		[]bool, []string, []uint64, []int64, []float64, []any:
 		return ValueArray, nil
 	}
-	return 0, fmt.Errorf("Go type %T has no GGUF value type (use a sized type such as int32 or uint64)", v)
+	return 0, fmt.Errorf("a value of Go type %T has no GGUF value type (use a sized type such as int32 or uint64)", v)
 }
 
 // arrayElemType returns the element type and length of an array value.
@@ -151,7 +151,7 @@ func arrayElemType(v any) (ValueType, int, error) {
 	case []any:
 		return ValueArray, len(a), nil
 	}
-	return 0, 0, fmt.Errorf("Go type %T is not a GGUF array", v)
+	return 0, 0, fmt.Errorf("a value of Go type %T is not a GGUF array", v)
 }
 
 // maxNesting bounds how deeply arrays of arrays may nest, on write and on

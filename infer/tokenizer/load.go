@@ -399,7 +399,7 @@ func (sp *spec) parseNormalizer(v []byte) error {
 		sp.normalizers = append(sp.normalizers, normalizer{isPrepend: true, prepend: c.Prepend})
 	case "Replace":
 		if c.Pattern == nil || c.Pattern.String == nil || c.Content == nil {
-			return fmt.Errorf("Replace with a non-string pattern: %w", ErrUnsupported)
+			return fmt.Errorf("\"Replace\" with a non-string pattern: %w", ErrUnsupported)
 		}
 		sp.normalizers = append(sp.normalizers, normalizer{isReplaceStr: true, from: *c.Pattern.String, to: *c.Content})
 	default:
@@ -422,7 +422,7 @@ func (sp *spec) parsePretokenizer(v []byte) error {
 		}
 	case "Split":
 		if c.Invert {
-			return fmt.Errorf("Split with invert: %w", ErrUnsupported)
+			return fmt.Errorf("\"Split\" with invert: %w", ErrUnsupported)
 		}
 		var p splitPretok
 		switch {
@@ -436,7 +436,7 @@ func (sp *spec) parsePretokenizer(v []byte) error {
 		case c.Pattern != nil && c.Pattern.String != nil:
 			p.m = literalMatcher(*c.Pattern.String)
 		default:
-			return errors.New("Split without a pattern")
+			return errors.New("\"Split\" without a pattern")
 		}
 		switch c.Behavior {
 		case "Isolated":
@@ -448,7 +448,7 @@ func (sp *spec) parsePretokenizer(v []byte) error {
 		case "MergedWithNext":
 			p.behavior = splitMergedWithNext
 		default:
-			return fmt.Errorf("Split behavior %q: %w", c.Behavior, ErrUnsupported)
+			return fmt.Errorf("\"Split\" behavior %q: %w", c.Behavior, ErrUnsupported)
 		}
 		sp.pretoks = append(sp.pretoks, p)
 	case "ByteLevel":
@@ -466,7 +466,7 @@ func (sp *spec) parsePretokenizer(v []byte) error {
 	case "Metaspace":
 		p := metaspacePretok{replacement: c.Replacement, scheme: "always", split: c.Split == nil || *c.Split}
 		if utf8.RuneCountInString(p.replacement) != 1 {
-			return fmt.Errorf("Metaspace replacement %q is not one character", p.replacement)
+			return fmt.Errorf("\"Metaspace\" replacement %q is not one character", p.replacement)
 		}
 		switch {
 		case c.PrependScheme != nil:
@@ -475,7 +475,7 @@ func (sp *spec) parsePretokenizer(v []byte) error {
 			p.scheme = "never"
 		}
 		if p.scheme != "always" && p.scheme != "first" && p.scheme != "never" {
-			return fmt.Errorf("Metaspace prepend_scheme %q: %w", p.scheme, ErrUnsupported)
+			return fmt.Errorf("\"Metaspace\" prepend_scheme %q: %w", p.scheme, ErrUnsupported)
 		}
 		sp.pretoks = append(sp.pretoks, p)
 	default:
@@ -500,7 +500,7 @@ func (sp *spec) parseDecoder(v []byte) error {
 		sp.decoders = append(sp.decoders, byteLevelDecoder{})
 	case "Replace":
 		if c.Pattern == nil || c.Pattern.String == nil || c.Content == nil {
-			return fmt.Errorf("Replace with a non-string pattern: %w", ErrUnsupported)
+			return fmt.Errorf("\"Replace\" with a non-string pattern: %w", ErrUnsupported)
 		}
 		sp.decoders = append(sp.decoders, replaceDecoder{*c.Pattern.String, *c.Content})
 	case "ByteFallback":
@@ -509,7 +509,7 @@ func (sp *spec) parseDecoder(v []byte) error {
 		sp.decoders = append(sp.decoders, fuseDecoder{})
 	case "Strip":
 		if c.Content == nil || utf8.RuneCountInString(*c.Content) != 1 || c.Start < 0 || c.Stop < 0 {
-			return errors.New("Strip needs a one-character content and non-negative start/stop")
+			return errors.New("\"Strip\" needs a one-character content and non-negative start/stop")
 		}
 		r, _ := utf8.DecodeRuneInString(*c.Content)
 		sp.decoders = append(sp.decoders, stripDecoder{r, c.Start, c.Stop})
@@ -517,7 +517,7 @@ func (sp *spec) parseDecoder(v []byte) error {
 		d := metaspaceDecoder{scheme: "always"}
 		r, n := utf8.DecodeRuneInString(c.Replacement)
 		if n == 0 || n != len(c.Replacement) {
-			return fmt.Errorf("Metaspace replacement %q is not one character", c.Replacement)
+			return fmt.Errorf("\"Metaspace\" replacement %q is not one character", c.Replacement)
 		}
 		d.replacement = r
 		switch {
