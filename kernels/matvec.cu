@@ -1,7 +1,10 @@
-// matvec.cu: y = W x for a few activation rows, reading packed weights directly
-// (decode path; prefill uses the same kernels with more activation tiles).
-// One warp per output row; each lane decodes 8 weights at a time and applies
-// them to NT activation rows held in flight; float32 accumulation.
+// matvec.cu: y = W x reading packed weights directly, float32 accumulation.
+// matvec_/swiglu_<fmt>_<NT>: a few activation rows (steps of many tokens when
+// cuBLAS is absent, and rows too wide for the one-row kernels); one warp per
+// output row, each lane decoding 8 weights at a time and applying them to NT
+// activation rows held in flight. mv1_/sw1_<fmt> (below): one activation row,
+// the batch-1 decode step. Steps of several tokens normally take the cuBLAS
+// path (infer/cuda/gemm.go).
 #include "qllama.cuh"
 
 // Modes of the epilogue (runtime).

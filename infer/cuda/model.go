@@ -50,7 +50,7 @@ type Model struct {
 	DecodeBytes int64
 	// UseGraphs captures decode-sized steps (at most 64 tokens) as CUDA
 	// graphs, one per step shape, and replays them: one launch per step
-	// instead of about 11 per layer. Upload turns it on.
+	// instead of about 6 per layer (batch 1). Upload turns it on.
 	UseGraphs bool
 	// GraphError is why graph capture was given up, if it was.
 	GraphError      error
