@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -566,25 +567,31 @@ func (g *Model) dropGraphs() {
 	}
 }
 
-// kernelNames caches "matvec_q4_0_8" and the like.
+// kernelFamilies are the per-format kernel families kernelName names.
+var kernelFamilies = []string{"matvec_", "swiglu_", "mv1_", "sw1_"}
+
+// kernelNames caches the per-format kernel names by [family, format, n]: n
+// is the activation rows per pass for matvec_/swiglu_ ("matvec_q4_0_8"),
+// and for mv1_/sw1_ the bits of the wide grouped kernel ("mv1_grouped4") or
+// 0 for the format's own ("mv1_q4_0").
 var kernelNames = func() map[[3]int]string {
 	m := map[[3]int]string{}
-	for kind, p := range []string{"matvec_", "swiglu_"} {
-		for f, name := range fmtNames {
-			for _, nt := range []int{1, 8, 32} {
-				m[[3]int{kind, f, nt}] = fmt.Sprintf("%s%s_%d", p, name, nt)
-			}
+	for f, name := range fmtNames {
+		for _, nt := range []int{1, 8, 32} {
+			m[[3]int{0, f, nt}] = fmt.Sprintf("matvec_%s_%d", name, nt)
+			m[[3]int{1, f, nt}] = fmt.Sprintf("swiglu_%s_%d", name, nt)
 		}
+		m[[3]int{2, f, 0}], m[[3]int{3, f, 0}] = "mv1_"+name, "sw1_"+name
+	}
+	for _, bits := range []int{2, 3, 4} {
+		m[[3]int{2, fmtGrouped, bits}] = fmt.Sprintf("mv1_grouped%d", bits)
+		m[[3]int{3, fmtGrouped, bits}] = fmt.Sprintf("sw1_grouped%d", bits)
 	}
 	return m
 }()
 
-func kernelName(prefix string, format int, nt int64) string {
-	kind := 0
-	if prefix == "swiglu_" {
-		kind = 1
-	}
-	return kernelNames[[3]int{kind, format, int(nt)}]
+func kernelName(family string, format int, n int64) string {
+	return kernelNames[[3]int{slices.Index(kernelFamilies, family), format, int(n)}]
 }
 
 // tile picks the activation rows per matvec pass.
@@ -643,9 +650,9 @@ func mv1Name(prefix string, ws ...*weight) string {
 		wide = wide && w.gidx == 0 && w.p1 == w0.p1 && w.p0 == w0.p0 && w.p2 == w0.p2 && w.p0%32 == 0 && w.cols%32 == 0
 	}
 	if wide {
-		return fmt.Sprintf("%sgrouped%d", prefix, w0.p1)
+		return kernelName(prefix, fmtGrouped, w0.p1)
 	}
-	return prefix + fmtNames[w0.format]
+	return kernelName(prefix, w0.format, 0)
 }
 
 // mv1Blocks is the one-row kernels' grid for rows output rows: a warp per
