@@ -31,6 +31,24 @@ type Result struct {
 	OutScales map[string][]float32
 }
 
+// Store records linear sfx of block l, quantized as g (deq dequantized, in
+// the scaled basis): its weight and the scales Apply gave it in r, deq in b
+// (the linears after it see the quantized block), and its line in rep
+// (clipped groups, time since t0).
+func (r *Result) Store(rep *Report, b *Block, l int, sfx string, g *quant.Grouped, deq []float32,
+	inScale, outScale map[string][]float32, clipped int, t0 time.Time) {
+	name := hf.LayerTensorName(l, sfx)
+	r.Weights[name] = g
+	if s := inScale[sfx]; s != nil {
+		r.InScales[name] = s
+	}
+	if s := outScale[sfx]; s != nil {
+		r.OutScales[name] = s
+	}
+	b.W[sfx] = infer.NewDense(deq, g.Rows, g.Cols)
+	rep.Layers = append(rep.Layers, LayerReport{Name: name, Rows: g.Rows, Cols: g.Cols, Clipped: clipped, Seconds: time.Since(t0).Seconds()})
+}
+
 // Effective returns linear name's weight in the original basis.
 func (r *Result) Effective(name string) ([]float32, error) {
 	g := r.Weights[name]
@@ -348,19 +366,11 @@ func quantizeBlock(ctx context.Context, m *infer.Model, l int, x []float32, set 
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			res.Weights[name] = g
-			if s := inScale[sfx]; s != nil {
-				res.InScales[name] = s
-			}
-			if s := outScale[sfx]; s != nil {
-				res.OutScales[name] = s
-			}
 			deq, err := g.Dequantize()
 			if err != nil {
 				return err
 			}
-			b.W[sfx] = infer.NewDense(deq, d.R, d.C)
-			rep.Layers = append(rep.Layers, LayerReport{Name: name, Rows: d.R, Cols: d.C, Clipped: clipped, Seconds: time.Since(t0).Seconds()})
+			res.Store(rep, b, l, sfx, g, deq, inScale, outScale, clipped, t0)
 		}
 	}
 	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.AttnNorm

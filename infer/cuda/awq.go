@@ -761,15 +761,7 @@ func (w *awqWalk) block(ctx context.Context, m *infer.Model, l int, res *awq.Res
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			res.Weights[name] = g
-			if s := inScale[sfx]; s != nil {
-				res.InScales[name] = s
-			}
-			if s := outScale[sfx]; s != nil {
-				res.OutScales[name] = s
-			}
-			b.W[sfx] = infer.NewDense(deq, dw.R, dw.C)
-			rep.Layers = append(rep.Layers, awq.LayerReport{Name: name, Rows: dw.R, Cols: dw.C, Clipped: clipped, Seconds: time.Since(t0).Seconds()})
+			res.Store(rep, b, l, sfx, g, deq, inScale, outScale, clipped, t0)
 		}
 	}
 	res.Norms[hf.LayerTensorName(l, hf.AttnNorm)] = b.AttnNorm
