@@ -1,11 +1,13 @@
-// attention.cu: causal grouped-query attention over the KV cache, split over
+// attention.cu: causal grouped-query attention over the paged KV cache, split over
 // the key positions (flash-decoding) in one launch: block (t, h, s) of
 // attn_split handles split s of row t's positions 0..pos[t] for query head h
 // (nsplit splits of ceil((pos[t]+1)/nsplit) positions each), and the last
 // block of (t, h) to finish merges the splits (a ticket counter per (t, h),
 // reset by that block, so a captured graph can be replayed). The same kernel
 // serves decode (one row per sequence) and prefill (row t sees positions
-// 0..pos[t]).
+// 0..pos[t]). Row t's keys and values are in the pages listed at
+// tab + taboff[t] (KV_PAGE in qllama.cuh); each kernel is stamped per cache
+// element type (attn_split_f32, attn_split_f16).
 #include "qllama.cuh"
 
 #define ATT_CHUNK 256  // the most positions per block (scores in shared memory)
@@ -19,12 +21,13 @@
 // at most 256; the caller picks nsplit so a split is at most ATT_CHUNK
 // positions (a longer one writes NaN). With nsplit 1 the block writes out
 // directly and part and count are unused.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
+template <typename T>
+__device__ __forceinline__ void attn_split_impl(
     const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,
-    const int* __restrict__ pos, const unsigned long long* __restrict__ kvbase, const int* __restrict__ kvcap,
+    const int* __restrict__ pos, const unsigned long long* __restrict__ tab, const int* __restrict__ taboff,
     long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit) {
     const long long t = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
-    const long long kvdim = kvheads * hd, cap = kvcap[t], kh = h / (heads / kvheads);
+    const long long kvdim = kvheads * hd, kh = h / (heads / kvheads);
     const long long npos = (long long)pos[t] + 1;
     const long long chunk = (npos + nsplit - 1) / nsplit;
     const long long p0 = min(npos, s * chunk), p1 = min(npos, p0 + chunk);
@@ -39,8 +42,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
         for (long long i = threadIdx.x; i < hd; i += blockDim.x) o[i] = __int_as_float(0x7fc00000);
         return;
     }
-    const float* kc = reinterpret_cast<const float*>(kvbase[t]) + (layer * 2) * cap * kvdim + kh * hd;
-    const float* vc = kc + cap * kvdim;
+    const unsigned long long* tb = tab + taboff[t];
     const float fscale = (float)scale;
     for (long long i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[t * heads * hd + h * hd + i] * fscale;
     __syncthreads();
@@ -56,9 +58,9 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
             const int j = j0 + pg;
             float d = 0.f;
             if (j < m) {
-                const float4* kp = reinterpret_cast<const float4*>(kc + (p0 + j) * kvdim);
+                const T* kp = kv_row<const T>(tb, layer, 0, p0 + j, kvdim) + kh * hd;
                 for (int i = sub; i < hd4; i += 8) {
-                    const float4 kv = kp[i], qv = qp[i];
+                    const float4 kv = load4(kp + 4 * i), qv = qp[i];
                     d += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
                 }
             }
@@ -93,12 +95,10 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
         const int npg = (int)blockDim.x / hd4, di = threadIdx.x % hd4, pg = threadIdx.x / hd4;
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
         if (pg < npg) {
-            const float4* vp = reinterpret_cast<const float4*>(vc + p0 * kvdim) + di;
-            const long long stride = kvdim >> 2;
 #pragma unroll 4
             for (int j = pg; j < m; j += npg) {
                 const float e = sc[j];
-                const float4 v = vp[j * stride];
+                const float4 v = load4(kv_row<const T>(tb, layer, 1, p0 + j, kvdim) + kh * hd + 4 * di);
                 a.x += e * v.x; a.y += e * v.y; a.z += e * v.z; a.w += e * v.w;
             }
             reinterpret_cast<float4*>(acc)[pg * hd4 + di] = a;
@@ -173,3 +173,36 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split(
     }
     if (threadIdx.x == 0) count[t * heads + h] = 0;
 }
+
+#define ATTN_SPLIT(SUF, T)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_split_##SUF(                                      \
+        const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,     \
+        const int* __restrict__ pos, const unsigned long long* __restrict__ tab, const int* __restrict__ taboff,      \
+        long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit) {         \
+        attn_split_impl<T>(q, part, count, out, pos, tab, taboff, layer, heads, kvheads, hd, scale, nsplit);         \
+    }
+KV_TYPES(ATTN_SPLIT)
+
+// kv_gather_<kv> copies the keys and values of positions [0, len) of layer
+// from one sequence's pages (table tab) into contiguous float32 rows k, v
+// [len][kvdim], for the GEMM attention of a long span. One thread per 4
+// values.
+template <typename T>
+__device__ __forceinline__ void kv_gather_impl(const unsigned long long* __restrict__ tab, float* __restrict__ k,
+                                               float* __restrict__ v, long long layer, long long len,
+                                               long long kvdim) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long per = kvdim >> 2;
+    if (i >= len * per) return;
+    const long long p = i / per, c = (i % per) * 4;
+    reinterpret_cast<float4*>(k + p * kvdim + c)[0] = load4(kv_row<const T>(tab, layer, 0, p, kvdim) + c);
+    reinterpret_cast<float4*>(v + p * kvdim + c)[0] = load4(kv_row<const T>(tab, layer, 1, p, kvdim) + c);
+}
+
+#define KV_GATHER(SUF, T)                                                                                 \
+    extern "C" __global__ void kv_gather_##SUF(const unsigned long long* __restrict__ tab, float* __restrict__ k, \
+                                               float* __restrict__ v, long long layer, long long len,        \
+                                               long long kvdim) {                                            \
+        kv_gather_impl<T>(tab, k, v, layer, len, kvdim);                                                     \
+    }
+KV_TYPES(KV_GATHER)

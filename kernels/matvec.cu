@@ -259,6 +259,53 @@ __device__ __forceinline__ void grouped_row(const Weight& W, const Weight& V, lo
     }
 }
 
+// q40_row is the one-row dot product of row r of a q4_0 weight (and, with
+// DUAL, of V's row r): each lane takes whole 32-weight blocks, loading a
+// block's 18 bytes as 9 halfwords (blocks are only 2-byte aligned) and
+// decoding them as it multiplies: acc += d * sum (q - 8) x.
+template <bool DUAL, int UW>
+__device__ __forceinline__ void q40_row(const Weight& W, const Weight& V, long long r, long long cols,
+                                        const float4* xlo, const float4* xhi, float& acc, float& acc2) {
+    const int lane = threadIdx.x & 31;
+    const long long nb = cols >> 5;
+    const uint16_t* wp = reinterpret_cast<const uint16_t*>(W.data + r * nb * 18);
+    const uint16_t* vp = reinterpret_cast<const uint16_t*>(V.data + r * nb * 18);
+    for (long long b0 = lane; b0 < nb; b0 += 32 * UW) {
+        uint16_t a[UW][9], c2[DUAL ? UW : 1][9];
+#pragma unroll
+        for (int k = 0; k < UW; k++) {
+            const long long b = b0 + 32 * k;
+            if (b < nb) {
+#pragma unroll
+                for (int i = 0; i < 9; i++) a[k][i] = __ldg(wp + b * 9 + i);
+                if (DUAL) {
+#pragma unroll
+                    for (int i = 0; i < 9; i++) c2[DUAL ? k : 0][i] = __ldg(vp + b * 9 + i);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < UW; k++) {
+            const long long b = b0 + 32 * k;
+            if (b >= nb) continue;
+            float d = 0.f, d2 = 0.f;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float4 xa = xlo[4 * b + c], xb = xhi[4 * b + c];
+                const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int e = 8 * c + j, m = e & 15, sh = 8 * (m & 1) + 4 * (e >> 4);
+                    d += (float)((int)((a[k][1 + (m >> 1)] >> sh) & 15) - 8) * xv[j];
+                    if (DUAL) d2 += (float)((int)((c2[DUAL ? k : 0][1 + (m >> 1)] >> sh) & 15) - 8) * xv[j];
+                }
+            }
+            acc += h2f(a[k][0]) * d;
+            if (DUAL) acc2 += h2f(c2[DUAL ? k : 0][0]) * d2;
+        }
+    }
+}
+
 template <int FMT, bool DUAL, int U, int WIDE = 0>
 __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const Weight C, float* da, float* db, float* dc,
                                          long long ra, long long rb, long long rows, const float* __restrict__ x,
@@ -304,7 +351,8 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
             else { W = C; rr = r - ra - rb; d = dc; }
         }
         float acc = 0.f, acc2 = 0.f;
-        if (WIDE > 0) grouped_row<(WIDE > 0 ? WIDE : 1), DUAL, U>(W, B, rr, cols, xlo, xhi, acc, acc2);
+        if (WIDE > 0 && FMT == FMT_GROUPED) grouped_row<(WIDE > 0 ? WIDE : 1), DUAL, U>(W, B, rr, cols, xlo, xhi, acc, acc2);
+        if (WIDE > 0 && FMT == FMT_Q4_0) q40_row<DUAL, (U > 1 ? U / 2 : 1)>(W, B, rr, cols, xlo, xhi, acc, acc2);
         for (long long c0 = WIDE > 0 ? chunks : lane; c0 < chunks; c0 += 32 * U) {
             float w[U][8], u[DUAL ? U : 1][8];
             decode_chunks<FMT, DUAL, U>(W, B, rr, cols, c0, chunks, w, u);
@@ -354,5 +402,7 @@ __device__ __forceinline__ void mv1_impl(const Weight A, const Weight B, const W
 MV1V(grouped2, FMT_GROUPED, 2)
 MV1V(grouped3, FMT_GROUPED, 3)
 MV1V(grouped4, FMT_GROUPED, 4)
+// mv1_q4_0w / sw1_q4_0w: q4_0 rows of whole 32-weight blocks (q40_row).
+MV1V(q4_0w, FMT_Q4_0, 1)
 
 QLLAMA_FORMATS(MV1)

@@ -352,3 +352,43 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+#ifdef __CUDACC__  // device-only (kernels/decode_test.go compiles the decoders above on the host)
+// The KV cache is paged: a page holds KV_PAGE consecutive positions of one
+// sequence for every layer, laid out [layer][k|v][KV_PAGE][kvdim] in the
+// cache's element type (float, or __half for FP16 caches). A sequence's page
+// table lists its pages' device addresses in position order; row t of a step
+// finds its table at tab + taboff[t]. Keep KV_PAGE in sync with kvPage in
+// infer/cuda/kvcache.go.
+#define KV_PAGE 16
+
+// kv_row points at the keys (kv 0) or values (kv 1) of position p of layer
+// in the sequence whose page table is tab.
+template <typename T>
+__device__ __forceinline__ T* kv_row(const unsigned long long* __restrict__ tab, long long layer, int kv, long long p,
+                                     long long kvdim) {
+    T* page = reinterpret_cast<T*>(tab[p / KV_PAGE]);
+    return page + ((layer * 2 + kv) * KV_PAGE + p % KV_PAGE) * kvdim;
+}
+
+// load4 reads 4 consecutive cache values (16-byte aligned for float, 8 for
+// half) as float4; store1 writes one.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const __half* p) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store1(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ float load1(const float* p) { return *p; }
+__device__ __forceinline__ float load1(const __half* p) { return __half2float(*p); }
+
+// KV_TYPES(X) calls X(suffix, type) for each cache element type: the kernels
+// that touch the cache (rope_store_, attn_split_, kv_gather_) are stamped
+// once per type.
+#define KV_TYPES(X) \
+    X(f32, float)   \
+    X(f16, __half)
+#endif  // __CUDACC__

@@ -76,6 +76,9 @@ func (d *Device) newCalibrator(c *infer.Config, x []float32, nseq, seqLen int) (
 	c1.Layers, c1.Vocab = 1, 1
 	c1.MaxSeq = max(c.MaxSeq, seqLen)
 	g := &Model{Config: c1, d: d, UseGemm: true, graphs: map[graphKey]graph{}, layers: make([]layer, 1)}
+	if err := g.SetKVType(KVF32); err != nil { // calibration statistics stay float32
+		return nil, err
+	}
 	k = &calibrator{d: d, g: g, nseq: nseq, seqLen: seqLen, batch: max(1, min(nseq, calibRows/seqLen))}
 	defer func() {
 		if err != nil {
@@ -129,10 +132,7 @@ func (k *calibrator) close() {
 
 func (k *calibrator) closeLocked() {
 	for _, c := range k.caches {
-		if c.ptr != 0 {
-			cu.MemFree(c.ptr)
-			c.ptr = 0
-		}
+		c.Free()
 	}
 	k.caches = nil
 	for _, p := range []cu.DevicePtr{k.hidden, k.hsum, k.scratch} {

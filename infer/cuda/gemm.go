@@ -33,11 +33,10 @@ const (
 )
 
 // span is one sequence's rows in a step: rows [r0, r0+n) at cache positions
-// [start, start+n) of the cache at kv (capacity cap positions).
+// [start, start+n) of the cache whose page table starts at entry tab of the
+// step's tables.
 type span struct {
-	r0, n, start int64
-	kv           cu.DevicePtr
-	cap          int64
+	r0, n, start, tab int64
 }
 
 // blasHandle returns the device's cuBLAS handle, loading the library on first
@@ -95,10 +94,19 @@ func (g *Model) gemmBuffers(n int64, spans []span) error {
 		}
 	}
 	sc = min(sc, attScoreBytes)
-	if sc > 0 {
-		return g.ensure(&b.sc, &b.scCap, sc, "attention scores")
+	if sc == 0 {
+		return nil
 	}
-	return nil
+	if err := g.ensure(&b.sc, &b.scCap, sc, "attention scores"); err != nil {
+		return err
+	}
+	var kv int64
+	for _, s := range spans {
+		if s.n >= attGemmRows {
+			kv = max(kv, 2*(s.start+s.n)*g.kvDim()*4)
+		}
+	}
+	return g.ensure(&b.kvg, &b.kvgCap, kv, "gathered keys and values")
 }
 
 // attChunk returns the queries per chunk of a span's GEMM attention and the
@@ -114,7 +122,7 @@ func (g *Model) attChunk(s span) (int64, int64) {
 
 // enqueueGemm launches one forward step on the tensor-core path (see the
 // constants above); the arguments are enqueue's.
-func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	bl := g.d.blas
@@ -125,7 +133,7 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, kvbase, dID
 		if err := g.d.st.copyDtoD(b.x, hook.in, N*dim*4); err != nil {
 			return err
 		}
-	} else if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
+	} else if err := g.embedRows(g.embed, m.ids, b.x, N); err != nil {
 		return err
 	}
 	eps := float64(c.NormEps)
@@ -165,8 +173,8 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, kvbase, dID
 		do(g.linear(bl, L.q, b.xn, b.q, N, false))
 		do(g.linear(bl, L.k, b.xn, b.k, N, false))
 		do(g.linear(bl, L.v, b.xn, b.v, N, false))
-		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
-		do(g.attention(bl, int64(l), spans, nsplit, kvbase, dPos, dCap))
+		do(g.ropeStore(int64(l), N, m))
+		do(g.attention(bl, int64(l), spans, nsplit, m))
 		half(b.att, N*qDim, L.o)
 		if capture(calibO, qDim) {
 			return errors.Join(errs...)
@@ -206,7 +214,7 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, kvbase, dID
 		do(g.d.st.copyDtoD(hook.in, b.x, N*dim*4))
 		return errors.Join(errs...)
 	}
-	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
+	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, m.sel, int64(nsel), dim, eps))
 	if nsel > gemmRows {
 		half(b.xn, int64(nsel)*dim, g.output)
 		do(g.linear(bl, g.output, b.xn, b.logits, int64(nsel), false))
@@ -256,36 +264,36 @@ func (g *Model) linear(bl *blas, w *weight, xf, dst cu.DevicePtr, n int64, add b
 
 // ropeStore launches rope_store over n rows (q rotated in place, k and v
 // stored in the caches).
-func (g *Model) ropeStore(l, n int64, kvbase, dPos, dCap cu.DevicePtr) error {
+func (g *Model) ropeStore(l, n int64, m stepMeta) error {
 	c := &g.Config
 	items := int64((c.Heads+c.KVHeads)*c.HeadDim/2) + g.kvDim()
 	b := &g.buf
-	return g.d.launch("rope_store", dim3{x: int(n), y: int((items + 127) / 128)}, 128, 0, b.q, b.k, b.v, dPos, kvbase, dCap, g.invFreq,
+	return g.d.launch(g.kvNames.rope, dim3{x: int(n), y: int((items + 127) / 128)}, 128, 0, b.q, b.k, b.v, m.pos, m.tab, m.off, g.invFreq,
 		l, int64(c.Heads), int64(c.KVHeads), int64(c.HeadDim), n)
 }
 
 // splitAttention launches the split-K attention kernel over rows [r0,
 // r0+cnt) of the step.
-func (g *Model) splitAttention(l, r0, cnt, nsplit int64, kvbase, dPos, dCap cu.DevicePtr) error {
+func (g *Model) splitAttention(l, r0, cnt, nsplit int64, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	hd, heads := int64(c.HeadDim), int64(c.Heads)
 	qDim := heads * hd
 	part := b.partial + cu.DevicePtr(r0*heads*nsplit*(hd+2)*4)
 	scale := 1 / math.Sqrt(float64(c.HeadDim))
-	return g.d.launch("attn_split", dim3{int(cnt), c.Heads, int(nsplit)}, 128, 0, b.q+cu.DevicePtr(r0*qDim*4), part,
+	return g.d.launch(g.kvNames.attn, dim3{int(cnt), c.Heads, int(nsplit)}, 128, 0, b.q+cu.DevicePtr(r0*qDim*4), part,
 		b.count+cu.DevicePtr(r0*heads*4), b.att+cu.DevicePtr(r0*qDim*4),
-		dPos+cu.DevicePtr(4*r0), kvbase+cu.DevicePtr(8*r0), dCap+cu.DevicePtr(4*r0),
+		m.pos+cu.DevicePtr(4*r0), m.tab, m.off+cu.DevicePtr(4*r0),
 		l, heads, int64(c.KVHeads), hd, scale, nsplit)
 }
 
 // attention fills buf.att for every span of layer l: GEMM attention for
 // spans of at least attGemmRows rows, the split-K kernels for runs of
 // shorter ones.
-func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, kvbase, dPos, dCap cu.DevicePtr) error {
+func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, m stepMeta) error {
 	for i := 0; i < len(spans); {
 		if spans[i].n >= attGemmRows {
-			if err := g.gemmAttention(bl, l, spans[i]); err != nil {
+			if err := g.gemmAttention(bl, l, spans[i], m); err != nil {
 				return err
 			}
 			i++
@@ -296,7 +304,7 @@ func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, kvbase,
 			j++
 		}
 		r0 := spans[i].r0
-		if err := g.splitAttention(l, r0, spans[j-1].r0+spans[j-1].n-r0, nsplit, kvbase, dPos, dCap); err != nil {
+		if err := g.splitAttention(l, r0, spans[j-1].r0+spans[j-1].n-r0, nsplit, m); err != nil {
 			return err
 		}
 		i = j
@@ -304,17 +312,24 @@ func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, kvbase,
 	return nil
 }
 
-// gemmAttention computes one sequence's causal attention for layer l: per
-// query chunk, S = K^T Q / sqrt(hd) for every head (one strided-batched GEMM
-// per head of a GQA group, batched over the KV heads), softmax_causal, then
-// O = V P. Scores use TF32 tensor cores unless the model is float32.
-func (g *Model) gemmAttention(bl *blas, l int64, s span) error {
+// gemmAttention computes one sequence's causal attention for layer l: its
+// keys and values are gathered from the pages into float32 rows (buf.kvg),
+// then per query chunk S = K^T Q / sqrt(hd) for every head (one
+// strided-batched GEMM per head of a GQA group, batched over the KV heads),
+// softmax_causal, and O = V P. Scores use TF32 tensor cores unless the model
+// is float32.
+func (g *Model) gemmAttention(bl *blas, l int64, s span, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	hd, heads, kvh := int64(c.HeadDim), int64(c.Heads), int64(c.KVHeads)
 	rep, qDim, kvDim := heads/kvh, heads*hd, g.kvDim()
-	kbase := s.kv + cu.DevicePtr(2*l*s.cap*kvDim*4)
-	vbase := kbase + cu.DevicePtr(s.cap*kvDim*4)
+	total := s.start + s.n
+	kbase := b.kvg
+	vbase := kbase + cu.DevicePtr(total*kvDim*4)
+	if err := g.d.launch(g.kvNames.gather, dim3{x: int((total*kvDim/4 + 255) / 256)}, 256, 0,
+		m.tab+cu.DevicePtr(8*s.tab), kbase, vbase, l, total, kvDim); err != nil {
+		return err
+	}
 	comp := compute32FTF32
 	if g.precise {
 		comp = compute32F

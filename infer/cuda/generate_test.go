@@ -111,8 +111,8 @@ func checkStore(t *testing.T, g *Model) {
 		t.Errorf("prefix store: %d caches held for %d entries (a sequence's cache leaked)", len(ps.refs), len(ps.entries))
 	}
 	for _, e := range ps.entries {
-		if ps.refs[e.cache] != 1 || e.cache.ptr == 0 || e.cache.Len < len(e.fed) {
-			t.Errorf("prefix store: group %s: %d holders, ptr %#x, Len %d for %d tokens", e.group, ps.refs[e.cache], e.cache.ptr, e.cache.Len, len(e.fed))
+		if ps.refs[e.cache] != 1 || e.cache.Cap() < e.cache.Len || e.cache.Len < len(e.fed) {
+			t.Errorf("prefix store: group %s: %d holders, %d pages, Len %d for %d tokens", e.group, ps.refs[e.cache], len(e.cache.pages), e.cache.Len, len(e.fed))
 		}
 	}
 }
@@ -239,8 +239,8 @@ func TestCopyPrefix(t *testing.T) {
 		if err := dst.CopyPrefix(src, n); err != nil {
 			t.Fatal(err)
 		}
-		if dst.Len != n || dst.Cap < n {
-			t.Fatalf("after CopyPrefix: Len %d Cap %d, want Len %d", dst.Len, dst.Cap, n)
+		if dst.Len != n || dst.Cap() < n {
+			t.Fatalf("after CopyPrefix: Len %d Cap %d, want Len %d", dst.Len, dst.Cap(), n)
 		}
 	}
 	defer freed.Free()

@@ -277,15 +277,22 @@ func TestRMSNorm(t *testing.T) {
 }
 
 // TestRopeAttention runs rope_store and the split attention for two
-// sequences (300 positions: two splits; and 5) fed in one prefill step, and
-// compares q after rotation and every row's attention output with a float64
-// recomputation of causal grouped-query attention.
+// sequences (300 positions: two splits; and 5) fed in one prefill step, on
+// paged caches of either element type whose page tables list their pages out
+// of order, and compares q after rotation and every row's attention output
+// with a float64 recomputation of causal grouped-query attention (over keys
+// and values rounded to FP16 for an FP16 cache).
 func TestRopeAttention(t *testing.T) {
+	for _, kv := range []string{KVF32, KVF16} {
+		t.Run(kv, func(t *testing.T) { testRopeAttention(t, kv) })
+	}
+}
+
+func testRopeAttention(t *testing.T, kvType string) {
 	defer dev.bind()()
 	rng := rand.New(rand.NewPCG(7, 8))
 	const heads, kvheads, hd, layers, layer = 8, 2, 64, 2, 1
 	lens := []int{300, 5}
-	caps := []int{320, 8}
 	invFreq := make([]float64, hd/2)
 	for i := range invFreq {
 		invFreq[i] = 1 / math.Pow(500000, float64(2*i)/hd)
@@ -296,33 +303,59 @@ func TestRopeAttention(t *testing.T) {
 		n += l
 	}
 	q, k, v := randVec(rng, n*qDim, 1), randVec(rng, n*kvDim, 1), randVec(rng, n*kvDim, 1)
-	// Per-row metadata.
-	var pos, kvcap []int32
-	var kvbase []uint64
-	var caches []cu.DevicePtr
-	for s, l := range lens {
-		p, err := dev.alloc(int64(layers*2*caps[s]*kvDim*4), "cache")
-		if err != nil {
+	g := &Model{d: dev, Config: infer.Config{Layers: layers, Heads: heads, KVHeads: kvheads, HeadDim: hd}, graphs: map[graphKey]graph{}}
+	if err := g.SetKVType(kvType); err != nil {
+		t.Fatal(err)
+	}
+	defer g.freeKV()
+	// Per-row metadata: ids (unused) | pos | off | sel (none) | page tables,
+	// as Model.run lays it out; each sequence's pages in reverse order.
+	var pos, off []int32
+	var tab []uint64
+	var spans []span
+	for _, l := range lens {
+		c := &Cache{g: g}
+		if err := c.reserve(l); err != nil {
 			t.Fatal(err)
 		}
-		defer cu.MemFree(p)
-		caches = append(caches, p)
+		defer c.Free()
+		spans = append(spans, span{r0: int64(len(pos)), n: int64(l), tab: int64(len(tab))})
 		for j := 0; j < l; j++ {
-			pos, kvcap, kvbase = append(pos, int32(j)), append(kvcap, int32(caps[s])), append(kvbase, uint64(p))
+			pos, off = append(pos, int32(j)), append(off, int32(len(tab)))
+		}
+		for j := len(c.pages) - 1; j >= 0; j-- {
+			tab = append(tab, uint64(c.pages[j]))
 		}
 	}
+	meta := append(append(make([]int32, n), pos...), off...)
+	if len(meta)%2 == 1 {
+		meta = append(meta, 0)
+	}
+	for _, p := range tab {
+		meta = append(meta, int32(uint32(p)), int32(uint32(p>>32)))
+	}
+	dmeta, err := upload(dev, meta, "step metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(dmeta)
+	m := stepMeta{ids: dmeta, pos: dmeta + cu.DevicePtr(4*n), off: dmeta + cu.DevicePtr(8*n), tab: dmeta + cu.DevicePtr(4*(len(meta)-2*len(tab)))}
 	dq, dk, dv := devF32(t, q), devF32(t, k), devF32(t, v)
-	dpos, _ := upload(dev, pos, "pos")
-	dcap, _ := upload(dev, kvcap, "cap")
-	dbase, _ := upload(dev, kvbase, "base")
 	dfreq, _ := upload(dev, invFreq, "freq")
-	defer func() { cu.MemFree(dpos); cu.MemFree(dcap); cu.MemFree(dbase); cu.MemFree(dfreq) }()
+	defer func() { cu.MemFree(dfreq) }()
+	g.invFreq = dfreq
+	g.buf.q, g.buf.k, g.buf.v = dq, dk, dv
+	if err := g.ropeStore(layer, int64(n), m); err != nil {
+		t.Fatal(err)
+	}
 	// Three blocks per row: the rotations and copies are spread over them.
-	if err := dev.launch("rope_store", dim3{x: n, y: 3}, 128, 0, dq, dk, dv, dpos, dbase, dcap, dfreq,
+	if err := dev.launch(g.kvNames.rope, dim3{x: n, y: 3}, 128, 0, dq, dk, dv, m.pos, m.tab, m.off, dfreq,
 		int64(layer), int64(heads), int64(kvheads), int64(hd), int64(n)); err != nil {
 		t.Fatal(err)
 	}
-	gotQ := fetch(t, dq, n*qDim)
+	// rope_store ran twice: q is rotated twice, the cache holds k rotated
+	// once (stored twice).
+	gotQ2 := fetch(t, dq, n*qDim)
 	scale := 1 / math.Sqrt(hd)
 	var gotAtt [][]float32
 	// Splits of at most 256 positions of the 300-row sequence (2, 3) and
@@ -336,14 +369,15 @@ func TestRopeAttention(t *testing.T) {
 	if err := dev.st.zero(count, int64(n*heads*4)); err != nil {
 		t.Fatal(err)
 	}
+	g.buf.count = count
 	for _, nsplit := range []int{2, 3, 20} {
-		part := poisoned(t, n*heads*nsplit*(hd+2))
-		att := poisoned(t, n*qDim)
-		if err := dev.launch("attn_split", dim3{n, heads, nsplit}, 128, 0, dq, part, count, att, dpos, dbase, dcap,
-			int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(nsplit)); err != nil {
+		g.buf.partial = poisoned(t, n*heads*nsplit*(hd+2))
+		g.buf.att = poisoned(t, n*qDim)
+		g.buf.q = dq
+		if err := g.splitAttention(layer, 0, int64(n), int64(nsplit), m); err != nil {
 			t.Fatal(err)
 		}
-		gotAtt = append(gotAtt, fetch(t, att, n*qDim))
+		gotAtt = append(gotAtt, fetch(t, g.buf.att, n*qDim))
 		cnt := make([]int32, n*heads)
 		if err := download(cnt, count); err != nil {
 			t.Fatal(err)
@@ -356,17 +390,17 @@ func TestRopeAttention(t *testing.T) {
 	}
 	// One split is only for sequences of at most 256 positions: the kernel
 	// writes NaN rather than reading past its score buffer.
-	att := devF32(t, make([]float32, n*qDim))
-	if err := dev.launch("attn_split", dim3{n, heads, 1}, 128, 0, dq, cu.DevicePtr(0), count, att, dpos, dbase, dcap,
-		int64(layer), int64(heads), int64(kvheads), int64(hd), scale, int64(1)); err != nil {
+	g.buf.att = devF32(t, make([]float32, n*qDim))
+	if err := g.splitAttention(layer, 0, int64(n), 1, m); err != nil {
 		t.Fatal(err)
 	}
-	if got := fetch(t, att, n*qDim); !math.IsNaN(float64(got[299*qDim])) || math.IsNaN(float64(got[0])) {
+	if got := fetch(t, g.buf.att, n*qDim); !math.IsNaN(float64(got[299*qDim])) || math.IsNaN(float64(got[0])) {
 		t.Errorf("one split over 300 positions: row 299 %v (want NaN), row 0 %v", got[299*qDim], got[0])
 	}
 	// The GEMM path's Model.attention: the 300-row sequence by GEMMs (in
-	// float32 and TF32, in query chunks of 512 and 128), the 5-row one by the
-	// split kernels at row offset 300.
+	// float32 and TF32, in query chunks of 512 and 128) over the keys and
+	// values gathered from its pages, the 5-row one by the split kernels at
+	// row offset 300.
 	bl, err := dev.blasHandle()
 	if err != nil {
 		t.Fatal(err)
@@ -376,23 +410,22 @@ func TestRopeAttention(t *testing.T) {
 		precise bool
 		attQ    int64
 	}{{true, 0}, {true, 128}, {false, 0}, {false, 128}} {
-		g := &Model{d: dev, Config: infer.Config{Heads: heads, KVHeads: kvheads, HeadDim: hd}, precise: v.precise, attQ: v.attQ}
-		g.buf.q = dq
+		g.precise, g.attQ = v.precise, v.attQ
 		g.buf.att = poisoned(t, n*qDim)
 		g.buf.partial = poisoned(t, n*heads*(hd+2))
-		g.buf.count = count
-		if err := g.ensure(&g.buf.sc, &g.buf.scCap, int64(heads*300*300*4), "scores"); err != nil {
+		if err := g.gemmBuffers(0, spans); err != nil {
 			t.Fatal(err)
 		}
-		spans := []span{{r0: 0, n: 300, kv: caches[0], cap: 320}, {r0: 300, n: 5, kv: caches[1], cap: 8}}
-		if err := g.attention(bl, layer, spans, 1, dbase, dpos, dcap); err != nil {
+		if err := g.attention(bl, layer, spans, 1, m); err != nil {
 			t.Fatal(err)
 		}
 		if !v.precise {
 			tf32 = append(tf32, len(gotAtt))
 		}
 		gotAtt = append(gotAtt, fetch(t, g.buf.att, n*qDim))
-		cu.MemFree(g.buf.sc)
+	}
+	for _, p := range []cu.DevicePtr{g.buf.sc, g.buf.kvg} {
+		cu.MemFree(p)
 	}
 
 	// Reference.
@@ -405,7 +438,9 @@ func TestRopeAttention(t *testing.T) {
 		}
 	}
 	rq := make([]float64, n*qDim)
+	rq2 := make([]float64, n*qDim)
 	rk := make([]float64, n*kvDim)
+	rv := make([]float64, n*kvDim)
 	for i := range rq {
 		rq[i] = float64(q[i])
 	}
@@ -420,16 +455,30 @@ func TestRopeAttention(t *testing.T) {
 			rot(rk[r*kvDim+h*hd:r*kvDim+(h+1)*hd], int(pos[r]))
 		}
 	}
-	wantQ := make([]float32, n*qDim)
-	for i := range wantQ {
-		wantQ[i] = float32(rq[i])
+	copy(rq2, rq)
+	for r := 0; r < n; r++ {
+		for h := 0; h < heads; h++ {
+			rot(rq2[r*qDim+h*hd:r*qDim+(h+1)*hd], int(pos[r]))
+		}
 	}
-	if e := relErr(gotQ, wantQ); e > 1e-6 {
-		t.Errorf("rotated q: relative error %.3g", e)
+	round := func(x float64) float64 { return x }
+	if kvType == KVF16 {
+		round = func(x float64) float64 { return float64(float16.Fromfloat32(float32(x)).Float32()) }
 	}
+	for i := range rk {
+		rk[i], rv[i] = round(rk[i]), round(float64(v[i]))
+	}
+	wantQ2 := make([]float32, n*qDim)
+	for i := range wantQ2 {
+		wantQ2[i] = float32(rq2[i])
+	}
+	if e := relErr(gotQ2, wantQ2); e > 1e-6 {
+		t.Errorf("q rotated twice: relative error %.3g", e)
+	}
+	// The attention above read q rotated twice (rq2).
 	wantAtt := make([]float32, n*qDim)
 	start := 0
-	for s, l := range lens {
+	for _, l := range lens {
 		for j := 0; j < l; j++ {
 			r := start + j
 			for h := 0; h < heads; h++ {
@@ -439,7 +488,7 @@ func TestRopeAttention(t *testing.T) {
 				for p := 0; p <= j; p++ {
 					var d float64
 					for i := 0; i < hd; i++ {
-						d += rq[r*qDim+h*hd+i] * rk[(start+p)*kvDim+kh*hd+i]
+						d += rq2[r*qDim+h*hd+i] * rk[(start+p)*kvDim+kh*hd+i]
 					}
 					sc[p] = d * scale
 					m = math.Max(m, sc[p])
@@ -452,22 +501,24 @@ func TestRopeAttention(t *testing.T) {
 				for i := 0; i < hd; i++ {
 					var o float64
 					for p := range sc {
-						o += sc[p] * float64(v[(start+p)*kvDim+kh*hd+i])
+						o += sc[p] * rv[(start+p)*kvDim+kh*hd+i]
 					}
 					wantAtt[r*qDim+h*hd+i] = float32(o / sum)
 				}
 			}
 		}
-		_ = s
 		start += l
 	}
 	for i, got := range gotAtt {
 		tol := 1e-5
+		if kvType == KVF16 {
+			tol = 1e-4 // keys rounded from float32 on the device, from float64 here
+		}
 		if slices.Contains(tf32, i) {
 			tol = 2e-3 // TF32 scores and products: 10-bit mantissas
 		}
 		if e := relErr(got, wantAtt); e > tol {
-			t.Errorf("attention (chunk variant %d): relative error %.3g", i, e)
+			t.Errorf("attention (variant %d): relative error %.3g", i, e)
 		}
 	}
 }
@@ -640,6 +691,8 @@ func TestMV1Name(t *testing.T) {
 		{[]*weight{gw(4, 48, 1536, 0)}, "mv1_grouped"},
 		{[]*weight{gw(4, 128, 2048, 0), gw(4, 64, 2048, 0)}, "mv1_grouped"},
 		{[]*weight{f16}, "mv1_f16"},
+		{[]*weight{{format: fmtQ4_0, cols: 2048}}, "mv1_q4_0w"},
+		{[]*weight{{format: fmtQ8_0, cols: 2048}}, "mv1_q8_0"},
 	}
 	for i, c := range cases {
 		if got := mv1Name("mv1_", c.ws...); got != c.want {

@@ -66,6 +66,9 @@ type Model struct {
 	attQ      int64        // tests: queries per GEMM-attention chunk (0: attChunk's choice)
 	dqRows    int64        // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
 	prefix    *prefixStore // prompt prefixes Generate keeps between calls (prefix.go)
+	kv        *pagePool    // the KV cache pages (kvcache.go)
+	kvType    string       // the cache's element type, KVF32 or KVF16
+	kvNames   kvKernels    // the kernels for that type
 	calib     *calibHook   // set by the calibrator during its passes (calib.go)
 
 	graphs map[graphKey]graph
@@ -84,9 +87,10 @@ type buffers struct {
 	count    cu.DevicePtr
 	countCap int64
 	// the GEMM path (gemm.go): up-projection output, FP16 activations, FP16
-	// weight slices, attention scores, argmax partials.
-	u, xh, wh, sc, amax          cu.DevicePtr
-	grows, whCap, scCap, amaxCap int64
+	// weight slices, attention scores, gathered keys and values, argmax
+	// partials.
+	u, xh, wh, sc, kvg, amax             cu.DevicePtr
+	grows, whCap, scCap, kvgCap, amaxCap int64
 }
 
 // Upload copies m's weights to the device, keeping each in its packed format.
@@ -173,6 +177,9 @@ func (d *Device) Upload(m *infer.Model) (_ *Model, err error) {
 	for _, w := range g.weights {
 		g.precise = g.precise && w.format == fmtF32
 	}
+	if err := g.SetKVType(KVAuto); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -199,6 +206,7 @@ func (g *Model) Close() {
 
 func (g *Model) closeLocked() {
 	g.dropGraphs()
+	g.freeKV()
 	for _, w := range g.weights {
 		w.free()
 	}
@@ -208,79 +216,12 @@ func (g *Model) closeLocked() {
 	}
 	g.vecs = nil
 	b := &g.buf
-	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids, b.count, b.u, b.xh, b.wh, b.sc, b.amax} {
+	for _, p := range []cu.DevicePtr{b.x, b.xn, b.q, b.k, b.v, b.att, b.h, b.logits, b.partial, b.meta, b.ids, b.count, b.u, b.xh, b.wh, b.sc, b.kvg, b.amax} {
 		if p != 0 {
 			cu.MemFree(p)
 		}
 	}
 	g.buf = buffers{}
-}
-
-// Cache is one sequence's keys and values on the device: float32, laid out
-// [layer][k|v][Cap][KVHeads*HeadDim]. It grows (doubling, up to MaxSeq) when
-// a step needs more positions than it holds.
-type Cache struct {
-	Len int // positions held
-	Cap int // positions allocated
-	g   *Model
-	ptr cu.DevicePtr
-}
-
-// NewCache allocates a cache for capacity positions (at least 1).
-func (g *Model) NewCache(capacity int) (*Cache, error) {
-	defer g.d.bind()()
-	c := &Cache{g: g}
-	if err := c.alloc(max(capacity, 1)); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (g *Model) kvDim() int64 { return int64(g.KVHeads * g.HeadDim) }
-
-func (c *Cache) bytesFor(capacity int) int64 {
-	return int64(c.g.Layers) * 2 * int64(capacity) * c.g.kvDim() * 4
-}
-
-// Bytes is the device memory the cache holds.
-func (c *Cache) Bytes() int64 { return c.bytesFor(c.Cap) }
-
-func (c *Cache) alloc(capacity int) error {
-	p, err := c.g.d.alloc(c.bytesFor(capacity), fmt.Sprintf("a KV cache of %d positions", capacity))
-	if err != nil {
-		return err
-	}
-	if c.ptr != 0 && c.Len > 0 {
-		// Copy each layer's keys and values into the new layout.
-		kd := c.g.kvDim() * 4
-		for l := 0; l < 2*c.g.Layers; l++ {
-			src := c.ptr + cu.DevicePtr(int64(l)*int64(c.Cap)*kd)
-			dst := p + cu.DevicePtr(int64(l)*int64(capacity)*kd)
-			c.g.d.fencePending = true
-			if err := cu.MemcpyDtoD(dst, src, int64(c.Len)*kd); err != nil {
-				cu.MemFree(p)
-				return fmt.Errorf("cuda: growing a KV cache: %w", err)
-			}
-		}
-	}
-	if c.ptr != 0 {
-		cu.MemFree(c.ptr)
-	}
-	c.ptr, c.Cap = p, capacity
-	return nil
-}
-
-// Truncate forgets every position at or after n.
-func (c *Cache) Truncate(n int) { c.Len = min(c.Len, max(n, 0)) }
-
-// Free releases the cache's device memory.
-func (c *Cache) Free() {
-	if c.ptr == 0 {
-		return
-	}
-	defer c.g.d.bind()()
-	cu.MemFree(c.ptr)
-	c.ptr, c.Cap, c.Len = 0, 0, 0
 }
 
 // Step is one sequence's share of a batched forward pass (as infer.Step).
@@ -318,7 +259,7 @@ func (g *Model) run(steps []Step) (int, error) {
 		if len(s.Tokens) == 0 {
 			return 0, fmt.Errorf("cuda: forward: step %d has no tokens", i)
 		}
-		if s.Cache == nil || s.Cache.g != g || s.Cache.ptr == 0 {
+		if s.Cache == nil || s.Cache.g != g {
 			return 0, fmt.Errorf("cuda: forward: step %d has no cache of this model", i)
 		}
 		for _, id := range s.Tokens {
@@ -333,18 +274,19 @@ func (g *Model) run(steps []Step) (int, error) {
 		n += len(s.Tokens)
 		maxLen = max(maxLen, need)
 	}
-	for _, s := range steps {
-		if need := s.Cache.Len + len(s.Tokens); need > s.Cache.Cap {
-			nc := max(need, 2*s.Cache.Cap)
-			if c.MaxSeq > 0 {
-				nc = min(nc, c.MaxSeq)
-			}
-			if err := s.Cache.alloc(nc); err != nil {
-				return 0, err
-			}
+	seen := make(map[*Cache]int, len(steps))
+	for i, s := range steps {
+		if j, ok := seen[s.Cache]; ok {
+			return 0, fmt.Errorf("cuda: forward: steps %d and %d share a cache", j, i)
+		}
+		seen[s.Cache] = i
+		if err := s.Cache.writable(len(s.Tokens)); err != nil {
+			return 0, err
 		}
 	}
-	// Per-row metadata, one upload: kvbase u64[n] | ids | pos | kvcap | sel (int32).
+	// Per-row metadata, one upload (see stepMeta); the page tables of the
+	// steps' caches go last, each covering its cache's positions up to the
+	// end of the step.
 	var sel []int32
 	t := 0
 	for _, s := range steps {
@@ -357,27 +299,33 @@ func (g *Model) run(steps []Step) (int, error) {
 	}
 	nsel := len(sel)
 	spans := make([]span, len(steps))
-	t = 0
+	tabOff := make([]int, len(steps))
+	t, pages := 0, 0
 	for i, s := range steps {
-		spans[i] = span{r0: int64(t), n: int64(len(s.Tokens)), start: int64(s.Cache.Len), kv: s.Cache.ptr, cap: int64(s.Cache.Cap)}
+		tabOff[i] = pages
+		pages += (s.Cache.Len + len(s.Tokens) + kvPage - 1) / kvPage
+		spans[i] = span{r0: int64(t), n: int64(len(s.Tokens)), start: int64(s.Cache.Len), tab: int64(tabOff[i])}
 		t += len(s.Tokens)
 	}
 	gemm := g.useGemm(n)
-	metaBytes := int64(n)*8 + int64(3*n+nsel)*4
+	tabAt := (int64(3*n+nsel)*4 + 7) &^ 7
+	metaBytes := tabAt + int64(pages)*8
 	meta := make([]byte, metaBytes)
 	le := binary.LittleEndian
 	t = 0
-	for _, s := range steps {
+	for i, s := range steps {
 		for j, id := range s.Tokens {
-			le.PutUint64(meta[8*t:], uint64(s.Cache.ptr))
-			le.PutUint32(meta[8*n+4*t:], uint32(id))
-			le.PutUint32(meta[12*n+4*t:], uint32(s.Cache.Len+j))
-			le.PutUint32(meta[16*n+4*t:], uint32(s.Cache.Cap))
+			le.PutUint32(meta[4*t:], uint32(id))
+			le.PutUint32(meta[4*n+4*t:], uint32(s.Cache.Len+j))
+			le.PutUint32(meta[8*n+4*t:], uint32(tabOff[i]))
 			t++
+		}
+		for j, pg := range s.Cache.pages[:(s.Cache.Len+len(s.Tokens)+kvPage-1)/kvPage] {
+			le.PutUint64(meta[tabAt+8*int64(tabOff[i]+j):], uint64(pg))
 		}
 	}
 	for i, r := range sel {
-		le.PutUint32(meta[20*n+4*i:], uint32(r))
+		le.PutUint32(meta[12*n+4*i:], uint32(r))
 	}
 
 	b := &g.buf
@@ -409,8 +357,12 @@ func (g *Model) run(steps []Step) (int, error) {
 	if err := g.ensure(&b.partial, &b.part, int64(n)*int64(c.Heads)*nsplit*int64(c.HeadDim+2)*4, "attention partials"); err != nil {
 		return 0, err
 	}
-	if err := g.ensure(&b.meta, &b.metaCap, metaBytes, "step metadata"); err != nil {
-		return 0, err
+	if metaBytes > b.metaCap {
+		// With room to spare: the page tables grow as sequences do, and a
+		// new buffer drops the captured graphs.
+		if err := g.ensure(&b.meta, &b.metaCap, max(2*metaBytes, 64<<10), "step metadata"); err != nil {
+			return 0, err
+		}
 	}
 	if need := int64(n) * int64(c.Heads) * 4; need > b.countCap {
 		if err := g.ensure(&b.count, &b.countCap, need, "attention counters"); err != nil {
@@ -440,17 +392,14 @@ func (g *Model) run(steps []Step) (int, error) {
 	if g.buf != before {
 		g.dropGraphs() // captured graphs name the old buffers
 	}
-	kvbase := b.meta
-	dIDs := b.meta + cu.DevicePtr(8*n)
-	dPos := dIDs + cu.DevicePtr(4*n)
-	dCap := dPos + cu.DevicePtr(4*n)
-	dSel := dCap + cu.DevicePtr(4*n)
+	m := stepMeta{ids: b.meta, pos: b.meta + cu.DevicePtr(4*n), off: b.meta + cu.DevicePtr(8*n),
+		sel: b.meta + cu.DevicePtr(12*n), tab: b.meta + cu.DevicePtr(tabAt)}
 
 	enqueue := func() error {
 		if gemm {
-			return g.enqueueGemm(n, nsel, nsplit, spans, kvbase, dIDs, dPos, dCap, dSel)
+			return g.enqueueGemm(n, nsel, nsplit, spans, m)
 		}
-		return g.enqueue(n, nsel, nsplit, kvbase, dIDs, dPos, dCap, dSel)
+		return g.enqueue(n, nsel, nsplit, m)
 	}
 	// Decode-sized steps are captured as CUDA graphs and replayed, on either
 	// path, unless a sequence gets GEMM attention (its launches depend on
@@ -498,13 +447,23 @@ func (g *Model) run(steps []Step) (int, error) {
 	return nsel, nil
 }
 
+// stepMeta points at a step's per-row metadata on the device, uploaded in one
+// buffer: ids, pos (each row's absolute position), off (the offset of each
+// row's page table in tab) and sel (the rows whose logits are kept), int32
+// each, then tab, the page addresses (u64). The offsets of all but tab
+// depend only on the rows and selected rows, so captured graphs stay valid
+// while the tables change.
+type stepMeta struct {
+	ids, pos, off, sel, tab cu.DevicePtr
+}
+
 // enqueue launches one forward step's kernels (embedding to lm_head).
-func (g *Model) enqueue(n, nsel int, nsplit int64, kvbase, dIDs, dPos, dCap, dSel cu.DevicePtr) error {
+func (g *Model) enqueue(n, nsel int, nsplit int64, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	dim := int64(c.Dim)
 	N := int64(n)
-	if err := g.embedRows(g.embed, dIDs, b.x, N); err != nil {
+	if err := g.embedRows(g.embed, m.ids, b.x, N); err != nil {
 		return err
 	}
 	eps := float64(c.NormEps)
@@ -522,8 +481,8 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, kvbase, dIDs, dPos, dCap, dSe
 			xin, nw = b.xn, 0
 		}
 		do(g.matvecs([]*weight{L.q, L.k, L.v}, xin, []cu.DevicePtr{b.q, b.k, b.v}, N, nw))
-		do(g.ropeStore(int64(l), N, kvbase, dPos, dCap))
-		do(g.splitAttention(int64(l), 0, N, nsplit, kvbase, dPos, dCap))
+		do(g.ropeStore(int64(l), N, m))
+		do(g.splitAttention(int64(l), 0, N, nsplit, m))
 		do(g.matvec(L.o, b.att, b.x, N, true, 0))
 		xin, nw = b.x, L.ffnNorm
 		if N > fuseNormRows {
@@ -541,7 +500,7 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, kvbase, dIDs, dPos, dCap, dSe
 		do(g.matvec(g.output, b.x, b.logits, 1, false, g.norm))
 		return errors.Join(errs...)
 	}
-	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, dSel, int64(nsel), dim, eps))
+	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, m.sel, int64(nsel), dim, eps))
 	do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
 	return errors.Join(errs...)
 }
@@ -572,8 +531,9 @@ var kernelFamilies = []string{"matvec_", "swiglu_", "mv1_", "sw1_"}
 
 // kernelNames caches the per-format kernel names by [family, format, n]: n
 // is the activation rows per pass for matvec_/swiglu_ ("matvec_q4_0_8"),
-// and for mv1_/sw1_ the bits of the wide grouped kernel ("mv1_grouped4") or
-// 0 for the format's own ("mv1_q4_0").
+// and for mv1_/sw1_ the bits of the wide grouped kernel ("mv1_grouped4"), 1
+// for q4_0's whole-block kernel ("mv1_q4_0w") or 0 for the format's own
+// ("mv1_q4_0").
 var kernelNames = func() map[[3]int]string {
 	m := map[[3]int]string{}
 	for f, name := range fmtNames {
@@ -587,6 +547,7 @@ var kernelNames = func() map[[3]int]string {
 		m[[3]int{2, fmtGrouped, bits}] = fmt.Sprintf("mv1_grouped%d", bits)
 		m[[3]int{3, fmtGrouped, bits}] = fmt.Sprintf("sw1_grouped%d", bits)
 	}
+	m[[3]int{2, fmtQ4_0, 1}], m[[3]int{3, fmtQ4_0, 1}] = "mv1_q4_0w", "sw1_q4_0w"
 	return m
 }()
 
@@ -642,7 +603,8 @@ func (g *Model) oneRow(w *weight) bool {
 
 // mv1Name names the one-row kernel (prefix "mv1_" or "sw1_") for weights ws
 // of one format: grouped weights of 2-4 bits without act-order, whose groups
-// are whole 32-column units, get the wide-load kernels (mv1_grouped4 ...).
+// are whole 32-column units, get the wide-load kernels (mv1_grouped4 ...),
+// q4_0 the whole-block one (mv1_q4_0w).
 func mv1Name(prefix string, ws ...*weight) string {
 	w0 := ws[0]
 	wide := w0.format == fmtGrouped && w0.p1 >= 2 && w0.p1 <= 4
@@ -651,6 +613,9 @@ func mv1Name(prefix string, ws ...*weight) string {
 	}
 	if wide {
 		return kernelName(prefix, fmtGrouped, w0.p1)
+	}
+	if w0.format == fmtQ4_0 {
+		return kernelName(prefix, fmtQ4_0, 1) // whole 32-weight blocks per lane
 	}
 	return kernelName(prefix, w0.format, 0)
 }

@@ -153,11 +153,21 @@ func TestModelSmall(t *testing.T) {
 		f16 := requantize(t, m, "f16", "f16")
 		// FP16 activations on the GEMM path: FP16 tolerance.
 		t.Run(name+"/f16", func(t *testing.T) { compareModel(t, f16, 3e-3, []int{5, 12, 40}, 3) })
-		t.Run(name+"/f16/matvec", func(t *testing.T) { compareModel(t, f16, 1e-4, []int{5, 12}, 3, noGemm) })
+		// An FP16 KV cache (the default for packed weights): FP16 tolerance;
+		// a float32 one: the matvec kernels' own.
+		t.Run(name+"/f16/matvec", func(t *testing.T) { compareModel(t, f16, 3e-3, []int{5, 12}, 3, noGemm) })
+		t.Run(name+"/f16/matvec/kvf32", func(t *testing.T) { compareModel(t, f16, 1e-4, []int{5, 12}, 3, noGemm, kvF32) })
 	}
 }
 
 func noGemm(g *Model) { g.UseGemm = false }
+
+// kvF32 gives the model a float32 KV cache (as the CPU backend's).
+func kvF32(g *Model) {
+	if err := g.SetKVType(KVF32); err != nil {
+		panic(err)
+	}
+}
 
 // requantize returns m with every layer weight in format layerFmt (a name of
 // weightFormats) and the embedding (and a tied lm_head) in embFmt, a traits
@@ -225,10 +235,11 @@ func TestModel1B(t *testing.T) {
 	for _, f := range fullFormats {
 		t.Run(f[0], func(t *testing.T) {
 			q := requantize(t, m, f[0], f[1])
-			compareModel(t, q, 1e-3, []int{7, 1}, 2, noGemm)
+			compareModel(t, q, 1e-3, []int{7, 1}, 2, noGemm, kvF32)
 			compareModel(t, q, 5e-3, []int{7, 1}, 2)
 			// A 40-token prompt beside a 5-token one: the tensor-core path
-			// (FP16 activations) with GEMM and split-K attention in one step.
+			// (FP16 activations) with GEMM and split-K attention in one step,
+			// on the default FP16 KV cache like the steps above.
 			compareModel(t, q, 5e-3, []int{40, 5}, 1)
 		})
 	}

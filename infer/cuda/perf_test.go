@@ -21,7 +21,7 @@ import (
 
 var (
 	perf        = flag.Bool("perf", false, "run TestPerf: decode/prefill throughput per format on -model1b")
-	perfFormats = flag.String("perfformats", "", "comma-separated layer formats TestPerf times (\"f16 nograph\" is F16 without graphs; default: all)")
+	perfFormats = flag.String("perfformats", "", "comma-separated layer formats TestPerf times (\"f16 nograph\" is F16 without graphs, \"f16 kvf32\" F16 with a float32 KV cache; default: all)")
 )
 
 // TestGenerate checks that greedy generation on the GPU gives the CPU
@@ -113,21 +113,18 @@ func TestPerf(t *testing.T) {
 		return out
 	}
 	var rows []string
-	runs := append([][2]string{{"f16", "f16 nograph"}}, fullFormats...)
+	// A run's embedding format may carry a variant: " nograph" (no CUDA
+	// graphs, batch-1 decode only) or " kvf32" (a float32 KV cache).
+	runs := append([][2]string{{"f16", "f16 nograph"}, {"f16", "f16 kvf32"}}, fullFormats...)
 	for _, f := range runs {
+		emb, variant, _ := strings.Cut(f[1], " ")
 		if *perfFormats != "" {
-			name := f[0]
-			if strings.HasSuffix(f[1], " nograph") {
-				name += " nograph"
-			}
+			name := strings.TrimSpace(f[0] + " " + variant)
 			if !slices.Contains(strings.Split(*perfFormats, ","), name) {
 				continue
 			}
 		}
-		emb, noGraph := f[1], false
-		if e, ok := strings.CutSuffix(emb, " nograph"); ok {
-			emb, noGraph = e, true
-		}
+		noGraph := variant == "nograph"
 		q := requantize(t, m, f[0], emb)
 		free0, _, _ := dev.MemInfo()
 		g, err := dev.Upload(q)
@@ -135,34 +132,42 @@ func TestPerf(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.UseGraphs = !noGraph
+		if variant == "kvf32" {
+			if err := g.SetKVType(KVF32); err != nil {
+				t.Fatal(err)
+			}
+		}
 		peak := int64(0)
 		track := func() {
 			if free, _, err := dev.MemInfo(); err == nil {
 				peak = max(peak, free0-free)
 			}
 		}
-		// decode: prompt of 128 tokens, then timed greedy steps.
-		decode := func(batch, steps int) float64 {
+		// decode: a prompt per sequence (prefilled 16 sequences at a time),
+		// then timed greedy steps.
+		decode := func(batch, steps, prompt int) float64 {
 			caches := make([]*Cache, batch)
 			st := make([]Step, batch)
 			for i := range caches {
-				if caches[i], err = g.NewCache(128 + 4*steps); err != nil {
+				if caches[i], err = g.NewCache(prompt + steps); err != nil {
 					t.Fatal(err)
 				}
-				st[i] = Step{Cache: caches[i], Tokens: randToks(128)}
+				st[i] = Step{Cache: caches[i], Tokens: randToks(prompt)}
 			}
 			defer func() {
 				for _, c := range caches {
 					c.Free()
 				}
 			}()
-			if _, err := g.Greedy(st); err != nil {
-				t.Fatal(err)
+			for i := 0; i < batch; i += 16 {
+				if _, err := g.Greedy(st[i:min(i+16, batch)]); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var per []float64
 			for rep := 0; rep < 3; rep++ {
 				for i := range st {
-					caches[i].Truncate(128)
+					caches[i].Truncate(prompt)
 					st[i].Tokens = []int{rng.IntN(m.Vocab)}
 				}
 				start := time.Now()
@@ -201,23 +206,26 @@ func TestPerf(t *testing.T) {
 			track()
 			return float64(n) / median(per)
 		}
-		s1 := decode(1, 64)
-		var s32, p512, p2048 float64 = math.NaN(), math.NaN(), math.NaN()
+		s1 := decode(1, 64, 128)
+		var s32, s256, p512, p2048 float64 = math.NaN(), math.NaN(), math.NaN(), math.NaN()
 		if !noGraph {
-			s32 = decode(32, 32)
+			s32 = decode(32, 32, 128)
+			// Many sequences in flight, as a CoQA batch keeps them.
+			s256 = decode(256, 16, 512)
 			p512, p2048 = prefill(512), prefill(2048)
 		}
 		if g.GraphError != nil {
 			t.Errorf("%s: %v", f[0], g.GraphError)
 		}
 		achieved := float64(g.DecodeBytes) / s1 / 1e9
-		rows = append(rows, fmt.Sprintf("| %-16s | %8.0f | %8.0f | %8.0f | %8.0f | %7.0f | %7.0f | %6.0f | %5.0f%% |",
-			f[0]+"/"+f[1], 1/s1, 32/s32, p512, p2048, float64(peak)/(1<<20), float64(g.DecodeBytes)/(1<<20), achieved, 100*achieved/bw))
+		rows = append(rows, fmt.Sprintf("| %-22s | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %7.0f | %7.0f | %6.0f | %5.0f%% |",
+			f[0]+"/"+f[1]+" kv "+g.KVType(), 1/s1, 32/s32, 256/s256, p512, p2048, float64(peak)/(1<<20), float64(g.DecodeBytes)/(1<<20), achieved, 100*achieved/bw))
 		g.Close()
 	}
 	fmt.Printf("\nPERF %s, copy bandwidth %.0f GB/s (read+write), model %s\n", dev.Name, bw, *model1B)
-	fmt.Println("| layers/emb       | dec b1/s | dec b32/s| pre512/s | pre2048/s| peakMiB | wt MiB  | GB/s   | pct copy |")
-	fmt.Println("|" + strings.Repeat("---|", 9))
+	fmt.Println("(dec b1/b32: 128-token prompts; dec b256: 512-token prompts, tokens/s of the whole batch)")
+	fmt.Println("| layers/emb kv           | dec b1/s | dec b32/s| dec b256/s| pre512/s | pre2048/s| peakMiB | wt MiB  | GB/s   | pct copy |")
+	fmt.Println("|" + strings.Repeat("---|", 10))
 	for _, r := range rows {
 		fmt.Println(r)
 	}

@@ -2,57 +2,7 @@
 
 package cuda
 
-import (
-	"errors"
-	"fmt"
-
-	"gorgonia.org/cu"
-)
-
-// CopyPrefix makes c hold the first n positions of src (a shared prompt
-// prefix; n is cut to src.Len), discarding what c held, as
-// infer.KVCache.CopyPrefix. c is allocated, or grown to n positions, as
-// needed; the copies (one per layer for keys and one for values) are queued
-// on the device's stream, so the next step sees them without a host wait.
-func (c *Cache) CopyPrefix(src *Cache, n int) error {
-	if src == nil || src.g != c.g {
-		return errors.New("cuda: copy prefix: the source cache belongs to another model")
-	}
-	n = min(n, src.Len)
-	if src == c {
-		c.Truncate(n)
-		return nil
-	}
-	g := c.g
-	defer g.d.bind()()
-	c.Len = 0 // nothing of c is kept: alloc must not copy it over
-	if n <= 0 {
-		return nil
-	}
-	if src.ptr == 0 {
-		return errors.New("cuda: copy prefix: the source cache was freed")
-	}
-	if c.ptr == 0 || c.Cap < n {
-		if err := c.alloc(max(n, c.Cap)); err != nil {
-			return err
-		}
-	}
-	// A copy through the legacy stream (e.g. src grown by alloc) must land
-	// before the stream reads src.
-	if err := g.d.fence(); err != nil {
-		return err
-	}
-	kd := g.kvDim() * 4
-	for l := 0; l < 2*g.Layers; l++ {
-		from := src.ptr + cu.DevicePtr(int64(l)*int64(src.Cap)*kd)
-		to := c.ptr + cu.DevicePtr(int64(l)*int64(c.Cap)*kd)
-		if err := g.d.st.copyDtoD(to, from, int64(n)*kd); err != nil {
-			return fmt.Errorf("cuda: copying a KV cache prefix: %w", err)
-		}
-	}
-	c.Len = n
-	return nil
-}
+import "gorgonia.org/cu"
 
 // prefixEntry is a group's most recent prompt (plus what was generated after
 // it, when remembered at the end) and the cache that holds its keys and
@@ -92,17 +42,20 @@ func (g *Model) DropPrefixes() {
 	}
 }
 
-// PrefixBytes is the device memory of the kept prefixes.
+// PrefixBytes is the device memory of the kept prefixes' pages (a page
+// shared by several counted once).
 func (g *Model) PrefixBytes() int64 {
 	ps := g.prefix
-	if ps == nil {
+	if ps == nil || g.kv == nil {
 		return 0
 	}
-	var n int64
+	pages := map[cu.DevicePtr]bool{}
 	for _, e := range ps.entries {
-		n += e.cache.Bytes()
+		for _, pg := range e.cache.pages {
+			pages[pg] = true
+		}
 	}
-	return n
+	return int64(len(pages)) * g.kv.pageBytes
 }
 
 func (ps *prefixStore) acquire(c *Cache) { ps.refs[c]++ }
@@ -113,14 +66,7 @@ func (ps *prefixStore) release(c *Cache) {
 		return
 	}
 	delete(ps.refs, c)
-	if c.ptr != 0 {
-		// Copies out of c may still be queued (CopyPrefix): wait for them.
-		func() {
-			defer c.g.d.bind()()
-			_ = c.g.d.st.sync() // a failed kernel is reported by the next step
-		}()
-	}
-	c.Free()
+	c.Free() // a page's later user is queued after any reader of it
 }
 
 func (ps *prefixStore) evict(i int) {

@@ -29,6 +29,13 @@ func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 		d.Close()
 		return nil, fmt.Errorf("--device cuda: %s: %w", l.path, err)
 	}
+	if l.kv != "" {
+		if err := g.SetKVType(l.kv); err != nil {
+			g.Close()
+			d.Close()
+			return nil, fmt.Errorf("--kv-cache: %w", err)
+		}
+	}
 	sc := &cudaScorer{g: g}
 	return &backend{
 		name:   "cuda",

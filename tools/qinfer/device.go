@@ -20,6 +20,25 @@ func deviceFlag() cli.Flag {
 	return &cli.StringFlag{Name: "device", Usage: "cpu or cuda (default: cuda when this build has CUDA and a GPU is present, else cpu)"}
 }
 
+// kvCacheFlag is --kv-cache, the GPU KV cache's element type.
+func kvCacheFlag() cli.Flag {
+	return &cli.StringFlag{Name: "kv-cache", Value: "auto", Usage: "KV cache element type on the GPU: auto (float32 for a float32 model, else FP16), f16 or f32 (the CPU backend's cache is always f32)"}
+}
+
+// pickKVCache checks a --kv-cache value for the device dev.
+func pickKVCache(kv, dev string) (string, error) {
+	switch kv {
+	case "", "auto", "f32":
+		return kv, nil
+	case "f16":
+		if dev == "cpu" {
+			return "", fmt.Errorf("--kv-cache f16: the CPU backend keeps its KV cache in float32; use --device cuda or --kv-cache f32")
+		}
+		return kv, nil
+	}
+	return "", fmt.Errorf("--kv-cache %q: want auto, f16 or f32", kv)
+}
+
 // pickDevice resolves a --device value: "" means cuda where available.
 func pickDevice(name string) (string, error) {
 	switch name {

@@ -36,3 +36,27 @@ func TestPickDevice(t *testing.T) {
 		t.Errorf("CUDA build with a GPU: default %q, cuda error %v", def, cerr)
 	}
 }
+
+func TestPickKVCache(t *testing.T) {
+	for _, tc := range []struct {
+		kv, dev, want, err string
+	}{
+		{"auto", "cuda", "auto", ""},
+		{"f16", "cuda", "f16", ""},
+		{"f32", "cpu", "f32", ""},
+		{"auto", "cpu", "auto", ""},
+		{"f16", "cpu", "", "keeps its KV cache in float32"},
+		{"q8", "cuda", "", "want auto, f16 or f32"},
+	} {
+		got, err := pickKVCache(tc.kv, tc.dev)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s on %s: error %v, want one containing %q", tc.kv, tc.dev, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s on %s: got %q, %v; want %q", tc.kv, tc.dev, got, err, tc.want)
+		}
+	}
+}

@@ -19,6 +19,7 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "model: a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a GGUF file from qconvert"},
 		&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
 		deviceFlag(),
+		kvCacheFlag(),
 	}
 }
 
@@ -29,6 +30,7 @@ type loaded struct {
 	tok   *tokenizer.Tokenizer
 	hf    *hf.Model  // set for Hugging Face directories
 	gguf  *gguf.File // set for GGUF files
+	kv    string     // --kv-cache: the GPU cache's element type ("" or auto: the backend's default)
 }
 
 func (l *loaded) Close() error {
@@ -72,11 +74,27 @@ func openTokenizer(path string) (*tokenizer.Tokenizer, error) {
 	return infer.GGUFTokenizer(f)
 }
 
-// openModel opens the --model path.
+// openModel opens the --model path, with --kv-cache's choice.
 func openModel(c *cli.Context) (*loaded, error) {
-	if _, err := pickDevice(c.String("device")); err != nil {
+	dev, err := pickDevice(c.String("device"))
+	if err != nil {
 		return nil, err
 	}
+	kv, err := pickKVCache(c.String("kv-cache"), dev)
+	if err != nil {
+		return nil, err
+	}
+	l, err := openModelPath(c)
+	if err != nil {
+		return nil, err
+	}
+	l.kv = kv
+	return l, nil
+}
+
+// openModelPath opens the --model path: a GGUF file or a Hugging Face
+// directory.
+func openModelPath(c *cli.Context) (*loaded, error) {
 	path := c.String("model")
 	st, err := os.Stat(path)
 	if err != nil {
