@@ -21,11 +21,20 @@
 // at most 256; the caller picks nsplit so a split is at most ATT_CHUNK
 // positions (a longer one writes NaN). With nsplit 1 the block writes out
 // directly and part and count are unused.
-template <typename T>
+//
+// attn_decode_<kv> is attn_split for decode steps (one new token per row,
+// every row its own sequence) with rope_store folded in: each block rotates
+// its q head itself, the block of each split that holds position pos[t]
+// rotates that position's key and uses it and the new value from shared
+// memory, and the first query head of each KV head stores them in the cache
+// (no block of the launch reads them from there), so a decode step has one
+// launch per layer instead of two.
+template <typename T, bool FUSED>
 __device__ __forceinline__ void attn_split_impl(
     const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,
     const int* __restrict__ pos, const unsigned long long* __restrict__ tab, const int* __restrict__ taboff,
-    long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit) {
+    long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit,
+    const float* __restrict__ knew, const float* __restrict__ vnew, const double* __restrict__ invfreq) {
     const long long t = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
     const long long kvdim = kvheads * hd, kh = h / (heads / kvheads);
     const long long npos = (long long)pos[t] + 1;
@@ -44,8 +53,40 @@ __device__ __forceinline__ void attn_split_impl(
     }
     const unsigned long long* tb = tab + taboff[t];
     const float fscale = (float)scale;
-    for (long long i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[t * heads * hd + h * hd + i] * fscale;
-    __syncthreads();
+    __shared__ __align__(16) float kn[FUSED ? 256 : 4], vn[FUSED ? 256 : 4];
+    const long long cur = npos - 1;  // FUSED: the new position
+    const bool holds = FUSED && p0 <= cur && cur < p1;
+    if (FUSED) {
+        const long long half = hd >> 1;
+        const float* qr = q + t * heads * hd + h * hd;
+        const float* kr = knew + t * kvdim + kh * hd;
+        for (long long i = threadIdx.x; i < half; i += blockDim.x) {
+            float cs, sn;
+            rope_cs((int)cur, invfreq[i], cs, sn);
+            const float x1 = qr[i], x2 = qr[i + half];
+            qs[i] = (x1 * cs - x2 * sn) * fscale;
+            qs[i + half] = (x2 * cs + x1 * sn) * fscale;
+            if (holds) {
+                const float k1 = kr[i], k2 = kr[i + half];
+                kn[i] = k1 * cs - k2 * sn;
+                kn[i + half] = k2 * cs + k1 * sn;
+            }
+        }
+        if (holds)
+            for (long long i = threadIdx.x; i < hd; i += blockDim.x) vn[i] = vnew[t * kvdim + kh * hd + i];
+        __syncthreads();
+        if (holds && h % (heads / kvheads) == 0) {
+            T* kc = kv_row<T>(tb, layer, 0, cur, kvdim) + kh * hd;
+            T* vc = kv_row<T>(tb, layer, 1, cur, kvdim) + kh * hd;
+            for (long long i = threadIdx.x; i < hd; i += blockDim.x) {
+                store1(kc + i, kn[i]);
+                store1(vc + i, vn[i]);
+            }
+        }
+    } else {
+        for (long long i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[t * heads * hd + h * hd + i] * fscale;
+        __syncthreads();
+    }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int hd4 = (int)(hd >> 2);
     const float4* qp = reinterpret_cast<const float4*>(qs);
@@ -57,7 +98,12 @@ __device__ __forceinline__ void attn_split_impl(
         for (int j0 = 0; j0 < m; j0 += npg) {
             const int j = j0 + pg;
             float d = 0.f;
-            if (j < m) {
+            if (FUSED && j < m && p0 + j == cur) {
+                for (int i = sub; i < hd4; i += 8) {
+                    const float4 kv = reinterpret_cast<const float4*>(kn)[i], qv = qp[i];
+                    d += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+                }
+            } else if (j < m) {
                 const T* kp = kv_row<const T>(tb, layer, 0, p0 + j, kvdim) + kh * hd;
                 for (int i = sub; i < hd4; i += 8) {
                     const float4 kv = load4(kp + 4 * i), qv = qp[i];
@@ -98,7 +144,8 @@ __device__ __forceinline__ void attn_split_impl(
 #pragma unroll 4
             for (int j = pg; j < m; j += npg) {
                 const float e = sc[j];
-                const float4 v = load4(kv_row<const T>(tb, layer, 1, p0 + j, kvdim) + kh * hd + 4 * di);
+                const float4 v = FUSED && p0 + j == cur ? reinterpret_cast<const float4*>(vn)[di]
+                                                        : load4(kv_row<const T>(tb, layer, 1, p0 + j, kvdim) + kh * hd + 4 * di);
                 a.x += e * v.x; a.y += e * v.y; a.z += e * v.z; a.w += e * v.w;
             }
             reinterpret_cast<float4*>(acc)[pg * hd4 + di] = a;
@@ -179,7 +226,16 @@ __device__ __forceinline__ void attn_split_impl(
         const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,     \
         const int* __restrict__ pos, const unsigned long long* __restrict__ tab, const int* __restrict__ taboff,      \
         long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit) {         \
-        attn_split_impl<T>(q, part, count, out, pos, tab, taboff, layer, heads, kvheads, hd, scale, nsplit);         \
+        attn_split_impl<T, false>(q, part, count, out, pos, tab, taboff, layer, heads, kvheads, hd, scale, nsplit,    \
+                                  nullptr, nullptr, nullptr);                                                        \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_##SUF(                                     \
+        const float* __restrict__ q, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out,     \
+        const int* __restrict__ pos, const unsigned long long* __restrict__ tab, const int* __restrict__ taboff,      \
+        long long layer, long long heads, long long kvheads, long long hd, double scale, long long nsplit,           \
+        const float* __restrict__ knew, const float* __restrict__ vnew, const double* __restrict__ invfreq) {        \
+        attn_split_impl<T, true>(q, part, count, out, pos, tab, taboff, layer, heads, kvheads, hd, scale, nsplit,    \
+                                 knew, vnew, invfreq);                                                               \
     }
 KV_TYPES(ATTN_SPLIT)
 
@@ -206,3 +262,132 @@ __device__ __forceinline__ void kv_gather_impl(const unsigned long long* __restr
         kv_gather_impl<T>(tab, k, v, layer, len, kvdim);                                                     \
     }
 KV_TYPES(KV_GATHER)
+
+// flash_attn_f16 is the prefill attention of one sequence's span on the
+// tensor cores (WMMA, FP16 inputs, float32 accumulation), FlashAttention
+// style: no score matrix in memory. Block (x, h) takes queries [64x, 64x+64)
+// of the span (rows of q and out; absolute positions start + row) for head
+// h, four warps of 16 queries each, and walks the key tiles of 64 positions
+// that the causal mask leaves, straight from the FP16 pages (table tab):
+// S = (scale q) K^T per warp, an online softmax (running max and sum per
+// row, in float), O = O * alpha + P V with P rounded to FP16. Head dim 64
+// only (FA_HD); the caller uses the GEMM path otherwise.
+#include <mma.h>
+#define FA_HD 64
+#define FA_T 64  // queries per block and keys per tile
+static_assert(FA_HD == FA_T, "O is staged in the 16 x FA_T score tile");
+extern "C" __global__ void __launch_bounds__(128) flash_attn_f16(
+    const float* __restrict__ q, float* __restrict__ out, const unsigned long long* __restrict__ tab, long long start,
+    long long nq, long long layer, long long heads, long long kvheads, double scale) {
+    using namespace nvcuda;
+    const long long kvdim = kvheads * FA_HD, kh = blockIdx.y / (heads / kvheads), h = blockIdx.y;
+    const long long q0 = (long long)blockIdx.x * FA_T;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __shared__ __align__(32) __half Ks[FA_T * FA_HD];
+    __shared__ __align__(32) __half Vs[FA_T * FA_HD];
+    __shared__ __align__(32) float Ss[4][16 * FA_T];
+    __shared__ __align__(32) __half Ps[4][16 * FA_T];
+    // Q tile, scaled and rounded, staged in Ks; rows past the span are zero.
+    const float fs = (float)scale;
+    for (int i = threadIdx.x; i < FA_T * FA_HD; i += blockDim.x) {
+        const long long r = q0 + i / FA_HD;
+        Ks[i] = __float2half_rn(r < nq ? q[r * heads * FA_HD + h * FA_HD + i % FA_HD] * fs : 0.f);
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa[FA_HD / 16];
+#pragma unroll
+    for (int k = 0; k < FA_HD / 16; k++) wmma::load_matrix_sync(qa[k], Ks + warp * 16 * FA_HD + k * 16, FA_HD);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[FA_HD / 16];
+#pragma unroll
+    for (int j = 0; j < FA_HD / 16; j++) wmma::fill_fragment(o[j], 0.f);
+    // Lanes 2r and 2r+1 own row r of the warp's 16, columns 32*(lane&1)...
+    const int r = lane >> 1, c0 = (lane & 1) * 32;
+    const long long row = q0 + warp * 16 + r;
+    const long long qpos = start + min(row, nq - 1);  // rows past the span mask like the last
+    float m = -INFINITY, l = 0.f;
+    const long long last = start + min(q0 + FA_T, nq) - 1;  // the block's last query position
+    float* S = Ss[warp];
+    __half* P = Ps[warp];
+    for (long long k0 = 0; k0 <= last; k0 += FA_T) {
+        __syncthreads();  // the previous tile (or the Q staging) is done with Ks, Vs
+        for (int i = threadIdx.x; i < FA_T * FA_HD / 8; i += blockDim.x) {
+            const int kr = i / (FA_HD / 8), c = (i % (FA_HD / 8)) * 8;
+            const long long p = k0 + kr;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (p <= last) {
+                kv = *reinterpret_cast<const uint4*>(kv_row<const __half>(tab, layer, 0, p, kvdim) + kh * FA_HD + c);
+                vv = *reinterpret_cast<const uint4*>(kv_row<const __half>(tab, layer, 1, p, kvdim) + kh * FA_HD + c);
+            }
+            *reinterpret_cast<uint4*>(Ks + kr * FA_HD + c) = kv;
+            *reinterpret_cast<uint4*>(Vs + kr * FA_HD + c) = vv;
+        }
+        __syncthreads();
+        // S = Q K^T for the warp's 16 rows.
+#pragma unroll
+        for (int j = 0; j < FA_T / 16; j++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
+            wmma::fill_fragment(s, 0.f);
+#pragma unroll
+            for (int k = 0; k < FA_HD / 16; k++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;
+                wmma::load_matrix_sync(kb, Ks + j * 16 * FA_HD + k * 16, FA_HD);
+                wmma::mma_sync(s, qa[k], kb, s);
+            }
+            wmma::store_matrix_sync(S + j * 16, s, FA_T, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // Online softmax of the row's 64 scores (two lanes, 32 each).
+        float v[32];
+        float mt = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            const long long kp = k0 + c0 + c;
+            v[c] = kp <= qpos ? S[r * FA_T + c0 + c] : -INFINITY;
+            mt = fmaxf(mt, v[c]);
+        }
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+        const float mn = fmaxf(m, mt);  // finite: key 0 is in the first tile of every row
+        const float alpha = expf(m - mn);
+        float sum = 0.f;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            const float e = expf(v[c] - mn);
+            sum += e;
+            P[r * FA_T + c0 + c] = __float2half_rn(e);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * alpha + sum;
+        m = mn;
+        // O *= alpha per row, through S (free now).
+#pragma unroll
+        for (int j = 0; j < FA_HD / 16; j++) wmma::store_matrix_sync(S + j * 16, o[j], FA_T, wmma::mem_row_major);
+        __syncwarp();
+#pragma unroll
+        for (int c = 0; c < 32; c++) S[r * FA_T + c0 + c] *= alpha;
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < FA_HD / 16; j++) wmma::load_matrix_sync(o[j], S + j * 16, FA_T, wmma::mem_row_major);
+        // O += P V.
+#pragma unroll
+        for (int j = 0; j < FA_HD / 16; j++) {
+#pragma unroll
+            for (int k = 0; k < FA_T / 16; k++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;
+                wmma::load_matrix_sync(pa, P + k * 16, FA_T);
+                wmma::load_matrix_sync(vb, Vs + k * 16 * FA_HD + j * 16, FA_HD);
+                wmma::mma_sync(o[j], pa, vb, o[j]);
+            }
+        }
+        __syncwarp();  // P and S are rewritten by the next tile
+    }
+#pragma unroll
+    for (int j = 0; j < FA_HD / 16; j++) wmma::store_matrix_sync(S + j * 16, o[j], FA_T, wmma::mem_row_major);
+    __syncwarp();
+    if (row < nq) {
+        const float inv = 1.f / l;
+        float* dst = out + row * heads * FA_HD + h * FA_HD + c0;
+#pragma unroll
+        for (int c = 0; c < 32; c++) dst[c] = S[r * FA_T + c0 + c] * inv;
+    }
+}

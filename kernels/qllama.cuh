@@ -385,6 +385,16 @@ __device__ __forceinline__ void store1(__half* p, float v) { *p = __float2half_r
 __device__ __forceinline__ float load1(const float* p) { return *p; }
 __device__ __forceinline__ float load1(const __half* p) { return __half2float(*p); }
 
+// rope_cs returns cos and sin of position p's angle for frequency invfreq:
+// float32(p) * float32(invfreq), as in HF, reduced modulo 2 pi in double and
+// taken in float (within 2e-7 of the double values the CPU uses).
+__device__ __forceinline__ void rope_cs(int p, double invfreq, float& cs, float& sn) {
+    const float a = (float)p * (float)invfreq;
+    const double twopi = 6.283185307179586;
+    const double r = (double)a - twopi * rint((double)a / twopi);
+    sincosf((float)r, &sn, &cs);
+}
+
 // KV_TYPES(X) calls X(suffix, type) for each cache element type: the kernels
 // that touch the cache (rope_store_, attn_split_, kv_gather_) are stamped
 // once per type.

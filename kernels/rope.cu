@@ -4,10 +4,8 @@
 
 // rope_store_<kv> rotates q [n][heads*hd] in place and writes the rotated k
 // and the v rows of layer into row t's cache at position pos[t] (its page
-// table at tab + taboff[t]), rounded to the cache's type. The angle is
-// float32(pos) * float32(inv_freq[i]), as in HF; it is reduced modulo 2 pi in
-// double and its cos/sin taken in float (within 2e-7 of the double values
-// the CPU uses). Grid (n, any): the blocks of a row share its
+// table at tab + taboff[t]), rounded to the cache's type (angles: rope_cs in
+// qllama.cuh). Grid (n, any): the blocks of a row share its
 // (heads+kvheads)*hd/2 rotations and kvdim value copies.
 template <typename T>
 __device__ __forceinline__ void rope_store_impl(float* __restrict__ q, const float* __restrict__ k,
@@ -30,11 +28,8 @@ __device__ __forceinline__ void rope_store_impl(float* __restrict__ q, const flo
             continue;
         }
         const long long h = j / half, i = j % half;
-        const float a = (float)p * (float)invfreq[i];
-        const double twopi = 6.283185307179586;
-        const double r = (double)a - twopi * rint((double)a / twopi);
-        float sn, cs;
-        sincosf((float)r, &sn, &cs);
+        float cs, sn;
+        rope_cs(p, invfreq[i], cs, sn);
         if (h < heads) {
             float* x = q + t * heads * hd + h * hd;
             float x1 = x[i], x2 = x[i + half];

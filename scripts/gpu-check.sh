@@ -48,7 +48,7 @@ grep -q '^FAIL' "$out/gpu-tests.log" && exit 1
 if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
 	# Per-kernel GPU time of 4 batch-1 F16 decode steps (the prefill's
 	# launches are skipped: 1 embed + 16*10 per layer (RMSNorms apart, q/k/v apart at 128 rows) + norm + head + 2 argmax = 165;
-	# a decode step is then 1 embed + 16*6 + lm_head + 2 argmax = 100 launches).
+	# a decode step is then 1 embed + 16*5 (attention with RoPE folded in) + lm_head + 2 argmax = 84 launches).
 	timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 165 \
 		--print-summary per-kernel ../../gpubin/cuda.test -test.run '^TestProfile$' -profile -model1b "$model" \
 		> "$out/ncu.txt" 2>&1 || echo "ncu failed (see $out/ncu.txt)"

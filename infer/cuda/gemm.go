@@ -19,11 +19,14 @@ import (
 // activations are rounded to FP16, and cuBLAS accumulates in float32 on the
 // tensor cores. float32 weights (the reference) stay float32 end to end
 // (CUBLAS_COMPUTE_32F, no TF32). A sequence with at least attGemmRows new
-// tokens in a step gets its attention from two strided-batched GEMMs (scores,
-// then values) around a causal softmax kernel, in query chunks whose scores
-// fit attScoreBytes; shorter sequences of the same step use the split-K
-// kernels.
+// tokens in a step gets its attention from flash_attn_f16 on the tensor cores
+// when the KV cache is FP16 and the head dim 64, else from two
+// strided-batched GEMMs (scores, then values) around a causal softmax kernel,
+// in query chunks whose scores fit attScoreBytes; shorter sequences of the
+// same step use the split-K kernels.
 const (
+	flashHeadDim  = 64 // FA_HD: the head dim flash_attn_f16 takes
+	flashTile     = 64 // FA_T: its queries per block
 	gemmRows      = 1
 	attGemmRows   = 16
 	attQueryChunk = 512
@@ -88,7 +91,7 @@ func (g *Model) gemmBuffers(n int64, spans []span) error {
 	}
 	var sc int64
 	for _, s := range spans {
-		if s.n >= attGemmRows {
+		if s.n >= attGemmRows && !g.flashOK() {
 			_, ld := g.attChunk(s)
 			sc = max(sc, int64(c.Heads)*min(s.n, attQueryChunk)*ld*4)
 		}
@@ -102,7 +105,7 @@ func (g *Model) gemmBuffers(n int64, spans []span) error {
 	}
 	var kv int64
 	for _, s := range spans {
-		if s.n >= attGemmRows {
+		if s.n >= attGemmRows && !g.flashOK() {
 			kv = max(kv, 2*(s.start+s.n)*g.kvDim()*4)
 		}
 	}
@@ -122,7 +125,7 @@ func (g *Model) attChunk(s span) (int64, int64) {
 
 // enqueueGemm launches one forward step on the tensor-core path (see the
 // constants above); the arguments are enqueue's.
-func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, m stepMeta) error {
+func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	bl := g.d.blas
@@ -173,8 +176,12 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, m stepMeta)
 		do(g.linear(bl, L.q, b.xn, b.q, N, false))
 		do(g.linear(bl, L.k, b.xn, b.k, N, false))
 		do(g.linear(bl, L.v, b.xn, b.v, N, false))
-		do(g.ropeStore(int64(l), N, m))
-		do(g.attention(bl, int64(l), spans, nsplit, m))
+		if decode {
+			do(g.decodeAttention(int64(l), N, nsplit, m))
+		} else {
+			do(g.ropeStore(int64(l), N, m))
+			do(g.attention(bl, int64(l), spans, nsplit, m))
+		}
 		half(b.att, N*qDim, L.o)
 		if capture(calibO, qDim) {
 			return errors.Join(errs...)
@@ -287,13 +294,30 @@ func (g *Model) splitAttention(l, r0, cnt, nsplit int64, m stepMeta) error {
 		l, heads, int64(c.KVHeads), hd, scale, nsplit)
 }
 
+// decodeAttention launches attn_decode over the n rows of a decode step (one
+// new token per sequence): RoPE of q and k, the store of k and v and the
+// split-K attention in one launch.
+func (g *Model) decodeAttention(l, n, nsplit int64, m stepMeta) error {
+	c := &g.Config
+	b := &g.buf
+	hd, heads := int64(c.HeadDim), int64(c.Heads)
+	return g.d.launch(g.kvNames.decode, dim3{int(n), c.Heads, int(nsplit)}, 128, 0, b.q, b.partial, b.count, b.att,
+		m.pos, m.tab, m.off, l, heads, int64(c.KVHeads), hd, 1/math.Sqrt(float64(hd)), nsplit, b.k, b.v, g.invFreq)
+}
+
 // attention fills buf.att for every span of layer l: GEMM attention for
 // spans of at least attGemmRows rows, the split-K kernels for runs of
 // shorter ones.
 func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, m stepMeta) error {
 	for i := 0; i < len(spans); {
 		if spans[i].n >= attGemmRows {
-			if err := g.gemmAttention(bl, l, spans[i], m); err != nil {
+			var err error
+			if g.flashOK() {
+				err = g.flashAttention(l, spans[i], m)
+			} else {
+				err = g.gemmAttention(bl, l, spans[i], m)
+			}
+			if err != nil {
 				return err
 			}
 			i++
@@ -310,6 +334,24 @@ func (g *Model) attention(bl *blas, l int64, spans []span, nsplit int64, m stepM
 		i = j
 	}
 	return nil
+}
+
+// flashOK says whether long spans get flash_attn_f16 (an FP16 cache and head
+// dim 64, as Llama 3.2-1B's) rather than gemmAttention.
+func (g *Model) flashOK() bool {
+	return g.kvType == KVF16 && g.HeadDim == flashHeadDim && !g.noFlash
+}
+
+// flashAttention computes one span's causal attention for layer l with
+// flash_attn_f16: tensor cores, keys and values read from the pages, no
+// score matrix.
+func (g *Model) flashAttention(l int64, s span, m stepMeta) error {
+	c := &g.Config
+	b := &g.buf
+	qDim := int64(c.Heads * c.HeadDim)
+	return g.d.launch("flash_attn_f16", dim3{x: int((s.n + flashTile - 1) / flashTile), y: c.Heads}, 128, 0,
+		b.q+cu.DevicePtr(s.r0*qDim*4), b.att+cu.DevicePtr(s.r0*qDim*4), m.tab+cu.DevicePtr(8*s.tab),
+		s.start, s.n, l, int64(c.Heads), int64(c.KVHeads), 1/math.Sqrt(float64(c.HeadDim)))
 }
 
 // gemmAttention computes one sequence's causal attention for layer l: its

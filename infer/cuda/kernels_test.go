@@ -397,20 +397,31 @@ func testRopeAttention(t *testing.T, kvType string) {
 	if got := fetch(t, g.buf.att, n*qDim); !math.IsNaN(float64(got[299*qDim])) || math.IsNaN(float64(got[0])) {
 		t.Errorf("one split over 300 positions: row 299 %v (want NaN), row 0 %v", got[299*qDim], got[0])
 	}
-	// The GEMM path's Model.attention: the 300-row sequence by GEMMs (in
-	// float32 and TF32, in query chunks of 512 and 128) over the keys and
-	// values gathered from its pages, the 5-row one by the split kernels at
-	// row offset 300.
+	// The GEMM path's Model.attention, with the 300-row sequence as two
+	// spans (rows 0-99, then 100-299 at start 100, as a prefill in two
+	// steps) and the 5-row one by the split kernels at row offset 300. The
+	// long spans take the GEMMs (float32 and TF32, query chunks of 512 and
+	// 128) over keys and values gathered from the pages, or, for an FP16
+	// cache, flash_attn_f16 (FP16 q and probabilities).
 	bl, err := dev.blasHandle()
 	if err != nil {
 		t.Fatal(err)
 	}
+	spans = []span{{r0: 0, n: 100, tab: spans[0].tab}, {r0: 100, n: 200, start: 100, tab: spans[0].tab}, spans[1]}
 	var tf32 []int
-	for _, v := range []struct {
-		precise bool
-		attQ    int64
-	}{{true, 0}, {true, 128}, {false, 0}, {false, 128}} {
-		g.precise, g.attQ = v.precise, v.attQ
+	type variant struct {
+		precise, flash bool
+		attQ           int64
+	}
+	variants := []variant{{true, false, 0}, {true, false, 128}, {false, false, 0}, {false, false, 128}}
+	if kvType == KVF16 {
+		variants = append(variants, variant{flash: true})
+	}
+	for _, v := range variants {
+		g.precise, g.attQ, g.noFlash = v.precise, v.attQ, !v.flash
+		if v.flash != g.flashOK() {
+			t.Fatalf("variant %+v: flashOK %v", v, g.flashOK())
+		}
 		g.buf.att = poisoned(t, n*qDim)
 		g.buf.partial = poisoned(t, n*heads*(hd+2))
 		if err := g.gemmBuffers(0, spans); err != nil {
@@ -424,7 +435,67 @@ func testRopeAttention(t *testing.T, kvType string) {
 		}
 		gotAtt = append(gotAtt, fetch(t, g.buf.att, n*qDim))
 	}
-	for _, p := range []cu.DevicePtr{g.buf.sc, g.buf.kvg} {
+	// attn_decode: the last row of each sequence as a decode step (positions
+	// 299 and 4) from raw q, k and v, over caches whose rows at those
+	// positions are poisoned first: it must rotate q and k itself, use the new
+	// key and value without reading them back, and store them.
+	last := []int{lens[0] - 1, n - 1}
+	elem := 4
+	if kvType == KVF16 {
+		elem = 2
+	}
+	rowAddr := func(i, kv int) cu.DevicePtr {
+		p := int(pos[last[i]])
+		page := tab[int(off[last[i]])+p/kvPage]
+		return cu.DevicePtr(page) + cu.DevicePtr(((layer*2+kv)*kvPage+p%kvPage)*kvDim*elem)
+	}
+	junk := make([]byte, kvDim*elem)
+	for i := range junk {
+		junk[i] = 0xff // NaN in float32 and FP16
+	}
+	for i := range last {
+		for kv := range 2 {
+			if err := dev.st.upload(rowAddr(i, kv), unsafe.Pointer(&junk[0]), int64(len(junk))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dmeta2, err := upload(dev, append([]int32{0, 0, pos[last[0]], pos[last[1]], off[last[0]], off[last[1]]}, meta[len(meta)-2*len(tab):]...), "decode metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cu.MemFree(dmeta2)
+	m2 := stepMeta{ids: dmeta2, pos: dmeta2 + 8, off: dmeta2 + 16, tab: dmeta2 + 24}
+	pick := func(x []float32, width int) []float32 {
+		return append(slices.Clone(x[last[0]*width:(last[0]+1)*width]), x[last[1]*width:(last[1]+1)*width]...)
+	}
+	g.buf.q, g.buf.k, g.buf.v = devF32(t, pick(q, qDim)), devF32(t, pick(k, kvDim)), devF32(t, pick(v, kvDim))
+	var gotDec [][]float32
+	for _, nsplit := range []int{2, 20} {
+		g.buf.partial = poisoned(t, 2*heads*nsplit*(hd+2))
+		g.buf.att = poisoned(t, 2*qDim)
+		if err := g.decodeAttention(layer, 2, int64(nsplit), m2); err != nil {
+			t.Fatal(err)
+		}
+		gotDec = append(gotDec, fetch(t, g.buf.att, 2*qDim))
+	}
+	var gotRows [2][2][]float32 // [row][k|v]
+	for i := range last {
+		for kv := range 2 {
+			if elem == 4 {
+				gotRows[i][kv] = fetch(t, rowAddr(i, kv), kvDim)
+				continue
+			}
+			h := make([]uint16, kvDim)
+			if err := download(h, rowAddr(i, kv)); err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range h {
+				gotRows[i][kv] = append(gotRows[i][kv], float16.Frombits(b).Float32())
+			}
+		}
+	}
+	for _, p := range []cu.DevicePtr{g.buf.sc, g.buf.kvg, g.buf.u, g.buf.xh, g.buf.wh} {
 		cu.MemFree(p)
 	}
 
@@ -475,39 +546,67 @@ func testRopeAttention(t *testing.T, kvType string) {
 	if e := relErr(gotQ2, wantQ2); e > 1e-6 {
 		t.Errorf("q rotated twice: relative error %.3g", e)
 	}
-	// The attention above read q rotated twice (rq2).
-	wantAtt := make([]float32, n*qDim)
+	// attRow is the reference attention of row r (position j of the
+	// sequence whose first row is start) for the rotated queries qr.
+	attRow := func(qr []float64, r, start, j int) []float32 {
+		out := make([]float32, qDim)
+		for h := 0; h < heads; h++ {
+			kh := h / (heads / kvheads)
+			sc := make([]float64, j+1)
+			m := math.Inf(-1)
+			for p := 0; p <= j; p++ {
+				var d float64
+				for i := 0; i < hd; i++ {
+					d += qr[r*qDim+h*hd+i] * rk[(start+p)*kvDim+kh*hd+i]
+				}
+				sc[p] = d * scale
+				m = math.Max(m, sc[p])
+			}
+			var sum float64
+			for p := range sc {
+				sc[p] = math.Exp(sc[p] - m)
+				sum += sc[p]
+			}
+			for i := 0; i < hd; i++ {
+				var o float64
+				for p := range sc {
+					o += sc[p] * rv[(start+p)*kvDim+kh*hd+i]
+				}
+				out[h*hd+i] = float32(o / sum)
+			}
+		}
+		return out
+	}
+	// The attention above read q rotated twice (rq2); the decode step q
+	// rotated once.
+	var wantAtt, wantDec []float32
 	start := 0
 	for _, l := range lens {
 		for j := 0; j < l; j++ {
-			r := start + j
-			for h := 0; h < heads; h++ {
-				kh := h / (heads / kvheads)
-				sc := make([]float64, j+1)
-				m := math.Inf(-1)
-				for p := 0; p <= j; p++ {
-					var d float64
-					for i := 0; i < hd; i++ {
-						d += rq2[r*qDim+h*hd+i] * rk[(start+p)*kvDim+kh*hd+i]
-					}
-					sc[p] = d * scale
-					m = math.Max(m, sc[p])
-				}
-				var sum float64
-				for p := range sc {
-					sc[p] = math.Exp(sc[p] - m)
-					sum += sc[p]
-				}
-				for i := 0; i < hd; i++ {
-					var o float64
-					for p := range sc {
-						o += sc[p] * rv[(start+p)*kvDim+kh*hd+i]
-					}
-					wantAtt[r*qDim+h*hd+i] = float32(o / sum)
-				}
+			wantAtt = append(wantAtt, attRow(rq2, start+j, start, j)...)
+		}
+		wantDec = append(wantDec, attRow(rq, start+l-1, start, l-1)...)
+		start += l
+	}
+	decTol := 1e-5
+	if kvType == KVF16 {
+		decTol = 1e-3 // the new key rounded from float32 on the device, from float64 here
+	}
+	for i, got := range gotDec {
+		if e := relErr(got, wantDec); e > decTol {
+			t.Errorf("attn_decode (split variant %d): relative error %.3g", i, e)
+		}
+	}
+	for i, r := range last {
+		for kv, want64 := range [][]float64{rk[r*kvDim : (r+1)*kvDim], rv[r*kvDim : (r+1)*kvDim]} {
+			want := make([]float32, kvDim)
+			for j, x := range want64 {
+				want[j] = float32(x)
+			}
+			if e := relErr(gotRows[i][kv], want); e > decTol {
+				t.Errorf("attn_decode: stored cache row %d (k|v %d): relative error %.3g", r, kv, e)
 			}
 		}
-		start += l
 	}
 	for i, got := range gotAtt {
 		tol := 1e-5
@@ -515,7 +614,7 @@ func testRopeAttention(t *testing.T, kvType string) {
 			tol = 1e-4 // keys rounded from float32 on the device, from float64 here
 		}
 		if slices.Contains(tf32, i) {
-			tol = 2e-3 // TF32 scores and products: 10-bit mantissas
+			tol = 2e-3 // TF32 (or FP16) scores and products: 10-bit mantissas
 		}
 		if e := relErr(got, wantAtt); e > tol {
 			t.Errorf("attention (variant %d): relative error %.3g", i, e)

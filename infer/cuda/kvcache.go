@@ -50,7 +50,7 @@ type slab struct {
 // kvKernels are the names of the kernels that touch the cache, for its
 // element type.
 type kvKernels struct {
-	rope, attn, gather string
+	rope, attn, decode, gather string
 }
 
 // SetKVType picks the cache's element type (KVAuto, KVF32 or KVF16). It
@@ -71,7 +71,7 @@ func (g *Model) SetKVType(t string) error {
 	}
 	g.freeKV()
 	g.kvType = t
-	g.kvNames = kvKernels{rope: "rope_store_" + t, attn: "attn_split_" + t, gather: "kv_gather_" + t}
+	g.kvNames = kvKernels{rope: "rope_store_" + t, attn: "attn_split_" + t, decode: "attn_decode_" + t, gather: "kv_gather_" + t}
 	g.dropGraphs() // they name the old kernels
 	return nil
 }

@@ -65,6 +65,7 @@ type Model struct {
 	precise   bool         // every weight is float32: the GEMM path stays float32
 	attQ      int64        // tests: queries per GEMM-attention chunk (0: attChunk's choice)
 	dqRows    int64        // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
+	noFlash   bool         // tests: long spans take gemmAttention even with an FP16 cache
 	prefix    *prefixStore // prompt prefixes Generate keeps between calls (prefix.go)
 	kv        *pagePool    // the KV cache pages (kvcache.go)
 	kvType    string       // the cache's element type, KVF32 or KVF16
@@ -395,11 +396,14 @@ func (g *Model) run(steps []Step) (int, error) {
 	m := stepMeta{ids: b.meta, pos: b.meta + cu.DevicePtr(4*n), off: b.meta + cu.DevicePtr(8*n),
 		sel: b.meta + cu.DevicePtr(12*n), tab: b.meta + cu.DevicePtr(tabAt)}
 
+	// A decode step (one new token per sequence) folds RoPE and the cache
+	// store into the attention launch.
+	decode := n == len(steps)
 	enqueue := func() error {
 		if gemm {
-			return g.enqueueGemm(n, nsel, nsplit, spans, m)
+			return g.enqueueGemm(n, nsel, nsplit, spans, decode, m)
 		}
-		return g.enqueue(n, nsel, nsplit, m)
+		return g.enqueue(n, nsel, nsplit, decode, m)
 	}
 	// Decode-sized steps are captured as CUDA graphs and replayed, on either
 	// path, unless a sequence gets GEMM attention (its launches depend on
@@ -413,7 +417,7 @@ func (g *Model) run(steps []Step) (int, error) {
 		failed = g.gemmGraphFailed
 	}
 	var err error
-	key := graphKey{n, nsel, nsplit, gemm}
+	key := graphKey{n, nsel, nsplit, gemm, decode}
 	if ex, ok := g.graphs[key]; ok && capturable {
 		err = g.d.st.run(ex)
 	} else if g.UseGraphs && !failed && capturable {
@@ -458,7 +462,7 @@ type stepMeta struct {
 }
 
 // enqueue launches one forward step's kernels (embedding to lm_head).
-func (g *Model) enqueue(n, nsel int, nsplit int64, m stepMeta) error {
+func (g *Model) enqueue(n, nsel int, nsplit int64, decode bool, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	dim := int64(c.Dim)
@@ -481,8 +485,12 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, m stepMeta) error {
 			xin, nw = b.xn, 0
 		}
 		do(g.matvecs([]*weight{L.q, L.k, L.v}, xin, []cu.DevicePtr{b.q, b.k, b.v}, N, nw))
-		do(g.ropeStore(int64(l), N, m))
-		do(g.splitAttention(int64(l), 0, N, nsplit, m))
+		if decode {
+			do(g.decodeAttention(int64(l), N, nsplit, m))
+		} else {
+			do(g.ropeStore(int64(l), N, m))
+			do(g.splitAttention(int64(l), 0, N, nsplit, m))
+		}
 		do(g.matvec(L.o, b.att, b.x, N, true, 0))
 		xin, nw = b.x, L.ffnNorm
 		if N > fuseNormRows {
@@ -508,9 +516,9 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, m stepMeta) error {
 // graphKey names a captured step: everything its kernel arguments depend on
 // besides the (fixed) weight and scratch pointers.
 type graphKey struct {
-	n, nsel int
-	nsplit  int64
-	gemm    bool
+	n, nsel      int
+	nsplit       int64
+	gemm, decode bool
 }
 
 const (

@@ -231,11 +231,15 @@ func TestPerf(t *testing.T) {
 	}
 }
 
-var profile = flag.Bool("profile", false, "run TestProfile: a few F16 decode steps without graphs, for ncu")
+var (
+	profile        = flag.Bool("profile", false, "run TestProfile: a few F16 decode steps without graphs, for ncu")
+	profilePrefill = flag.Int("profileprefill", 0, "TestProfile runs one prefill of this many tokens on the tensor-core path instead")
+)
 
 // TestProfile runs a 128-token prefill and 4 batch-1 decode steps of the
 // F16 model without CUDA graphs, for scripts/gpu-check.sh to time each kernel
-// under Nsight Compute.
+// under Nsight Compute; with -profileprefill N, one N-token prefill on the
+// tensor-core path instead.
 func TestProfile(t *testing.T) {
 	if !*profile || *model1B == "" {
 		t.Skip("needs -profile and -model1b")
@@ -247,6 +251,21 @@ func TestProfile(t *testing.T) {
 	}
 	defer g.Close()
 	g.UseGraphs = false
+	if n := *profilePrefill; n > 0 {
+		c, err := g.NewCache(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Free()
+		toks := make([]int, n)
+		for i := range toks {
+			toks[i] = (i * 7919) % m.Vocab
+		}
+		if _, err := g.Greedy([]Step{{Cache: c, Tokens: toks}}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	g.UseGemm = false // keeps the prefill's launch count fixed (gpu-check.sh skips it)
 	c, err := g.NewCache(256)
 	if err != nil {
