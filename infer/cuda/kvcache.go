@@ -241,8 +241,17 @@ func (c *Cache) Bytes() int64 {
 	return int64(len(c.pages)) * c.g.kv.pageBytes
 }
 
-// reserve adds pages until the cache holds n positions.
+// reserve adds pages until the cache holds n positions. More than the pool's
+// free pages and the device's free memory can give is an OOMError at once.
 func (c *Cache) reserve(n int) error {
+	missing := int64((n-c.Cap()+kvPage-1)/kvPage) - int64(len(c.g.pool().free))
+	if missing > 0 {
+		need := missing * c.g.kv.pageBytes
+		if free, total, err := c.g.d.MemInfo(); err == nil && need > free {
+			return &OOMError{What: fmt.Sprintf("a KV cache of %d positions (%d bytes per position)", n, c.g.KVBytesPerToken()),
+				Need: need, Free: free, Total: total, Err: errors.New("the pages do not fit")}
+		}
+	}
 	for c.Cap() < n {
 		pg, err := c.g.page()
 		if err != nil {

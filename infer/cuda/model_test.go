@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"qllama/convert/quant"
@@ -293,5 +294,16 @@ func TestErrors(t *testing.T) {
 		t.Errorf("huge allocation: got %v, want an OOMError", err)
 	} else {
 		t.Log(err)
+	}
+	// A KV cache larger than the device: an OOMError naming the cache, and
+	// nothing left allocated.
+	kvBefore := g.KVBytes()
+	if _, err := g.NewCache(1 << 30); !errors.As(err, &oe) || !strings.Contains(oe.What, "KV cache") {
+		t.Errorf("huge KV cache: got %v, want an OOMError naming the cache", err)
+	} else {
+		t.Log(err)
+	}
+	if g.KVBytes() != kvBefore {
+		t.Errorf("a failed KV cache left the pool at %d bytes (was %d)", g.KVBytes(), kvBefore)
 	}
 }

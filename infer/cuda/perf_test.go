@@ -21,7 +21,7 @@ import (
 
 var (
 	perf        = flag.Bool("perf", false, "run TestPerf: decode/prefill throughput per format on -model1b")
-	perfFormats = flag.String("perfformats", "", "comma-separated layer formats TestPerf times (\"f16 nograph\" is F16 without graphs, \"f16 kvf32\" F16 with a float32 KV cache; default: all)")
+	perfFormats = flag.String("perfformats", "", "comma-separated layer formats TestPerf times, with variants (\"f16 nograph\", \"f16 kvf32\", \"f16 noflash\", \"f16 nofuse\": see TestPerf); default: all")
 )
 
 // TestGenerate checks that greedy generation on the GPU gives the CPU
@@ -114,8 +114,10 @@ func TestPerf(t *testing.T) {
 	}
 	var rows []string
 	// A run's embedding format may carry a variant: " nograph" (no CUDA
-	// graphs, batch-1 decode only) or " kvf32" (a float32 KV cache).
-	runs := append([][2]string{{"f16", "f16 nograph"}, {"f16", "f16 kvf32"}}, fullFormats...)
+	// graphs, batch-1 decode only), " kvf32" (a float32 KV cache), " noflash"
+	// (GEMM attention for prefill) or " nofuse" (decode attention without
+	// RoPE folded in).
+	runs := append([][2]string{{"f16", "f16 nograph"}, {"f16", "f16 kvf32"}, {"f16", "f16 noflash"}, {"f16", "f16 nofuse"}}, fullFormats...)
 	for _, f := range runs {
 		emb, variant, _ := strings.Cut(f[1], " ")
 		if *perfFormats != "" {
@@ -132,6 +134,7 @@ func TestPerf(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.UseGraphs = !noGraph
+		g.noFlash, g.noFuse = variant == "noflash", variant == "nofuse"
 		if variant == "kvf32" {
 			if err := g.SetKVType(KVF32); err != nil {
 				t.Fatal(err)
