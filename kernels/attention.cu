@@ -264,37 +264,52 @@ __device__ __forceinline__ void kv_gather_impl(const unsigned long long* __restr
 KV_TYPES(KV_GATHER)
 
 // flash_attn_f16 is the prefill attention of one sequence's span on the
-// tensor cores (WMMA, FP16 inputs, float32 accumulation), FlashAttention
+// tensor cores (WMMA, FP16 inputs, float32 accumulation), FlashAttention-2
 // style: no score matrix in memory. Block (x, h) takes queries [64x, 64x+64)
 // of the span (rows of q and out; absolute positions start + row) for head
 // h, four warps of 16 queries each, and walks the key tiles of 64 positions
 // that the causal mask leaves, straight from the FP16 pages (table tab):
 // S = (scale q) K^T per warp, an online softmax (running max and sum per
 // row, in float, base 2), O = O * alpha + P V with P rounded to FP16. Head
-// dim 64 only (FA_HD); the caller uses the GEMM path otherwise. Shared rows
-// are padded (FA_LDH, FA_LDS) and each lane walks its 32 columns starting at
-// its own lane index, so the row-per-lane-pair passes are free of bank
-// conflicts.
+// dim 64 only (FA_HD); the caller uses the GEMM path otherwise.
+//
+// The softmax and the rescaling of O work on the accumulator fragments in
+// registers. WMMA leaves the fragment layout unspecified; this kernel uses
+// the one of the m16n8k16 mma it compiles to on sm_80 and sm_90 (element i
+// of lane L: row L/4 + 8*((i/2)%2), column 2*(L%4) + i%2 + 8*(i/4)), checks it
+// at the start of every block, and writes NaN (which the tests catch) if the
+// compiler ever lays fragments out otherwise.
 #include <mma.h>
 #define FA_HD 64
-#define FA_T 64              // queries per block and keys per tile
-#define FA_LDH (FA_HD + 8)   // halves per shared K, V, Q and P row
-#define FA_LDS (FA_T + 4)    // floats per shared S (and O) row
-static_assert(FA_HD == FA_T, "O is staged in the 16 x FA_T score tile");
-// (Measured on the H100: loading the next tile's K and V into registers
-// during this one's math took 158 registers, 3 blocks per SM, and was 3%
-// slower at 2048 tokens than this, at 4 blocks per SM.)
+#define FA_T 64             // queries per block and keys per tile
+#define FA_LDH (FA_HD + 8)  // halves per shared K, V, Q and P row
+__device__ __forceinline__ int fa_row(int lane, int i) { return (lane >> 2) + 8 * ((i >> 1) & 1); }
+__device__ __forceinline__ int fa_col(int lane, int i) { return 2 * (lane & 3) + (i & 1) + 8 * (i >> 2); }
 extern "C" __global__ void __launch_bounds__(128, 4) flash_attn_f16(
     const float* __restrict__ q, float* __restrict__ out, const unsigned long long* __restrict__ tab, long long start,
     long long nq, long long layer, long long heads, long long kvheads, double scale) {
     using namespace nvcuda;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
     const long long kvdim = kvheads * FA_HD, kh = blockIdx.y / (heads / kvheads), h = blockIdx.y;
     const long long q0 = (long long)blockIdx.x * FA_T;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     __shared__ __align__(32) __half Ks[FA_T * FA_LDH];
     __shared__ __align__(32) __half Vs[FA_T * FA_LDH];
-    __shared__ __align__(32) float Ss[4][16 * FA_LDS];
     __shared__ __align__(32) __half Ps[4][16 * FA_LDH];
+    __shared__ __align__(32) float probe[4][16 * 16];
+    // The layout check: element (r, c) of a loaded 16 x 16 tile is r*16 + c.
+    bool ok;
+    {
+        float* pr = probe[warp];
+        for (int i = lane; i < 256; i += 32) pr[i] = (float)i;
+        __syncwarp();
+        acc_t f;
+        wmma::load_matrix_sync(f, pr, 16, wmma::mem_row_major);
+        ok = f.num_elements == 8;
+#pragma unroll
+        for (int i = 0; i < f.num_elements; i++) ok = ok && f.x[i] == (float)(fa_row(lane, i) * 16 + fa_col(lane, i));
+        ok = __all_sync(0xffffffffu, ok);
+    }
     // Q tile, scaled (by log2 e too: the softmax is taken in base 2) and
     // rounded, staged in Ks; rows past the span are zero.
     const float fs = (float)(scale * 1.4426950408889634);
@@ -306,18 +321,17 @@ extern "C" __global__ void __launch_bounds__(128, 4) flash_attn_f16(
     wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa[FA_HD / 16];
 #pragma unroll
     for (int k = 0; k < FA_HD / 16; k++) wmma::load_matrix_sync(qa[k], Ks + warp * 16 * FA_LDH + k * 16, FA_LDH);
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[FA_HD / 16];
+    acc_t o[FA_HD / 16];
 #pragma unroll
     for (int j = 0; j < FA_HD / 16; j++) wmma::fill_fragment(o[j], 0.f);
-    // Lanes 2r and 2r+1 own row r of the warp's 16, columns c0 + 0..31
-    // (visited from column c0 + lane).
-    const int r = lane >> 1, c0 = (lane & 1) * 32;
-    const long long row = q0 + warp * 16 + r;
-    const long long qpos = start + min(row, nq - 1);  // rows past the span mask like the last
-    float m = -INFINITY, l = 0.f;
+    // This lane's two rows of the warp's 16: g and g + 8 (index 0 and 1).
+    const int g = lane >> 2;
+    long long qpos[2];
+#pragma unroll
+    for (int a = 0; a < 2; a++) qpos[a] = start + min(q0 + warp * 16 + g + 8 * a, nq - 1);  // rows past the span mask like the last
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const long long last = start + min(q0 + FA_T, nq) - 1;  // the block's last query position
-    float* S = Ss[warp] + r * FA_LDS + c0;
-    __half* P = Ps[warp] + r * FA_LDH + c0;
+    __half* P = Ps[warp];
     for (long long k0 = 0; k0 <= last; k0 += FA_T) {
         __syncthreads();  // the previous tile (or the Q staging) is done with Ks, Vs
         for (int i = threadIdx.x; i < FA_T * FA_HD / 8; i += blockDim.x) {
@@ -332,60 +346,63 @@ extern "C" __global__ void __launch_bounds__(128, 4) flash_attn_f16(
             *reinterpret_cast<uint4*>(Vs + kr * FA_LDH + c) = vv;
         }
         __syncthreads();
-        // S = Q K^T for the warp's 16 rows.
+        // S = Q K^T for the warp's 16 rows, in registers.
+        acc_t s[FA_T / 16];
 #pragma unroll
         for (int j = 0; j < FA_T / 16; j++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
-            wmma::fill_fragment(s, 0.f);
+            wmma::fill_fragment(s[j], 0.f);
 #pragma unroll
             for (int k = 0; k < FA_HD / 16; k++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;
                 wmma::load_matrix_sync(kb, Ks + j * 16 * FA_LDH + k * 16, FA_LDH);
-                wmma::mma_sync(s, qa[k], kb, s);
+                wmma::mma_sync(s[j], qa[k], kb, s[j]);
             }
-            wmma::store_matrix_sync(Ss[warp] + j * 16, s, FA_LDS, wmma::mem_row_major);
         }
-        __syncwarp();
-        // Online softmax of the row's 64 scores (two lanes, 32 each).
-        const long long lim = qpos - k0 - c0;  // columns above lim are masked
-        float mt = -INFINITY;
-#pragma unroll 8
-        for (int i = 0; i < 32; i++) {
-            const int c = (i + lane) & 31;
-            if (c <= lim) mt = fmaxf(mt, S[c]);
-        }
-        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-        const float mn = fmaxf(m, mt);  // finite: key 0 is in the first tile of every row
-        const float alpha = exp2f(m - mn);
-        float sum = 0.f;
-#pragma unroll 8
-        for (int i = 0; i < 32; i++) {
-            const int c = (i + lane) & 31;
-            const float e = c <= lim ? exp2f(S[c] - mn) : 0.f;
-            sum += e;
-            P[c] = __float2half_rn(e);
-        }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        l = l * alpha + sum;
-        m = mn;
-        __syncwarp();
-        // O *= alpha per row, through S (free now), unless no row's maximum
-        // moved.
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+        // Mask, row maxima (over the 4 lanes of a row), probabilities.
+        float mt[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-            for (int j = 0; j < FA_HD / 16; j++) wmma::store_matrix_sync(Ss[warp] + j * 16, o[j], FA_LDS, wmma::mem_row_major);
-            __syncwarp();
-#pragma unroll 8
-            for (int i = 0; i < 32; i++) S[(i + lane) & 31] *= alpha;
-            __syncwarp();
+        for (int j = 0; j < FA_T / 16; j++)
 #pragma unroll
-            for (int j = 0; j < FA_HD / 16; j++) wmma::load_matrix_sync(o[j], Ss[warp] + j * 16, FA_LDS, wmma::mem_row_major);
+            for (int i = 0; i < 8; i++) {
+                const int a = (i >> 1) & 1;
+                if (k0 + j * 16 + fa_col(lane, i) > qpos[a]) s[j].x[i] = -INFINITY;
+                mt[a] = fmaxf(mt[a], s[j].x[i]);
+            }
+        float alpha[2], sum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int a = 0; a < 2; a++) {
+            mt[a] = fmaxf(mt[a], __shfl_xor_sync(0xffffffffu, mt[a], 1));
+            mt[a] = fmaxf(mt[a], __shfl_xor_sync(0xffffffffu, mt[a], 2));
+            const float mn = fmaxf(m[a], mt[a]);  // finite: key 0 is in the first tile of every row
+            alpha[a] = exp2f(m[a] - mn);
+            m[a] = mn;
         }
-        // O += P V.
+#pragma unroll
+        for (int j = 0; j < FA_T / 16; j++)
+#pragma unroll
+            for (int i = 0; i < 8; i += 2) {
+                const int a = (i >> 1) & 1;
+                const float e0 = exp2f(s[j].x[i] - m[a]), e1 = exp2f(s[j].x[i + 1] - m[a]);
+                sum[a] += e0 + e1;
+                *reinterpret_cast<__half2*>(P + fa_row(lane, i) * FA_LDH + j * 16 + fa_col(lane, i)) =
+                    __floats2half2_rn(e0, e1);
+            }
+#pragma unroll
+        for (int a = 0; a < 2; a++) {
+            sum[a] += __shfl_xor_sync(0xffffffffu, sum[a], 1);
+            sum[a] += __shfl_xor_sync(0xffffffffu, sum[a], 2);
+            l[a] = l[a] * alpha[a] + sum[a];
+        }
+        // O = O * alpha + P V.
+#pragma unroll
+        for (int j = 0; j < FA_HD / 16; j++)
+#pragma unroll
+            for (int i = 0; i < 8; i++) o[j].x[i] *= alpha[(i >> 1) & 1];
+        __syncwarp();
 #pragma unroll
         for (int k = 0; k < FA_T / 16; k++) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
-            wmma::load_matrix_sync(pa, Ps[warp] + k * 16, FA_LDH);
+            wmma::load_matrix_sync(pa, P + k * 16, FA_LDH);
 #pragma unroll
             for (int j = 0; j < FA_HD / 16; j++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;
@@ -393,18 +410,17 @@ extern "C" __global__ void __launch_bounds__(128, 4) flash_attn_f16(
                 wmma::mma_sync(o[j], pa, vb, o[j]);
             }
         }
-        __syncwarp();  // P and S are rewritten by the next tile
+        __syncwarp();  // P is rewritten by the next tile
     }
+    const float inv[2] = {ok ? 1.f / l[0] : __int_as_float(0x7fc00000), ok ? 1.f / l[1] : __int_as_float(0x7fc00000)};
 #pragma unroll
-    for (int j = 0; j < FA_HD / 16; j++) wmma::store_matrix_sync(Ss[warp] + j * 16, o[j], FA_LDS, wmma::mem_row_major);
-    __syncwarp();
-    if (row < nq) {
-        const float inv = 1.f / l;
-        float* dst = out + row * heads * FA_HD + h * FA_HD + c0;
-#pragma unroll 8
-        for (int i = 0; i < 32; i++) {
-            const int c = (i + lane) & 31;
-            dst[c] = S[c] * inv;
+    for (int j = 0; j < FA_HD / 16; j++)
+#pragma unroll
+        for (int i = 0; i < 8; i += 2) {
+            const int a = (i >> 1) & 1;
+            const long long row = q0 + warp * 16 + fa_row(lane, i);
+            if (row < nq)
+                *reinterpret_cast<float2*>(out + row * heads * FA_HD + h * FA_HD + j * 16 + fa_col(lane, i)) =
+                    make_float2(o[j].x[i] * inv[a], o[j].x[i + 1] * inv[a]);
         }
-    }
 }

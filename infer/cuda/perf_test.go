@@ -237,17 +237,18 @@ func TestPerf(t *testing.T) {
 var (
 	profile        = flag.Bool("profile", false, "run TestProfile: a few F16 decode steps without graphs, for ncu")
 	profilePrefill = flag.Int("profileprefill", 0, "TestProfile runs one prefill of this many tokens on the tensor-core path instead")
+	profileFormat  = flag.String("profileformat", "f16", "TestProfile's weight format (layers and embedding, a ggml type or f16)")
 )
 
 // TestProfile runs a 128-token prefill and 4 batch-1 decode steps of the
-// F16 model without CUDA graphs, for scripts/gpu-check.sh to time each kernel
+// F16 (-profileformat) model without CUDA graphs, for scripts/gpu-check.sh to time each kernel
 // under Nsight Compute; with -profileprefill N, one N-token prefill on the
 // tensor-core path instead.
 func TestProfile(t *testing.T) {
 	if !*profile || *model1B == "" {
 		t.Skip("needs -profile and -model1b")
 	}
-	m := requantize(t, loadHF(t, *model1B), "f16", "f16")
+	m := requantize(t, loadHF(t, *model1B), *profileFormat, *profileFormat)
 	g, err := dev.Upload(m)
 	if err != nil {
 		t.Fatal(err)
