@@ -67,6 +67,7 @@ type Model struct {
 	dqRows    int64        // tests: rows per dequantised weight slice (0: dequantHalfs/cols)
 	noFlash   bool         // tests: long spans take gemmAttention even with an FP16 cache
 	noFuse    bool         // tests: decode steps run rope_store and attn_split apart
+	attMin    int          // tests: attSplits' fewest positions per split (0: attMinChunk)
 	prefix    *prefixStore // prompt prefixes Generate keeps between calls (prefix.go)
 	kv        *pagePool    // the KV cache pages (kvcache.go)
 	kvType    string       // the cache's element type, KVF32 or KVF16
@@ -683,7 +684,11 @@ func (g *Model) matvecs(ws []*weight, x cu.DevicePtr, dst []cu.DevicePtr, n int6
 // captured decode graphs stay valid.
 func (g *Model) attSplits(maxLen, n int) int64 {
 	fill := (2*max(g.d.SMs, 1) + n*g.Heads - 1) / max(n*g.Heads, 1)
-	s := min(fill, (maxLen+attMinChunk-1)/attMinChunk)
+	minChunk := attMinChunk
+	if g.attMin > 0 {
+		minChunk = g.attMin
+	}
+	s := min(fill, (maxLen+minChunk-1)/minChunk)
 	return int64(max(s, (maxLen+attChunk-1)/attChunk, 1))
 }
 

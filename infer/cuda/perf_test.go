@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,9 +116,10 @@ func TestPerf(t *testing.T) {
 	var rows []string
 	// A run's embedding format may carry a variant: " nograph" (no CUDA
 	// graphs, batch-1 decode only), " kvf32" (a float32 KV cache), " noflash"
-	// (GEMM attention for prefill) or " nofuse" (decode attention without
-	// RoPE folded in).
-	runs := append([][2]string{{"f16", "f16 nograph"}, {"f16", "f16 kvf32"}, {"f16", "f16 noflash"}, {"f16", "f16 nofuse"}}, fullFormats...)
+	// (GEMM attention for prefill), " nofuse" (decode attention without
+	// RoPE folded in) or " splitN" (decode attention splits of at least N
+	// positions).
+	runs := append([][2]string{{"f16", "f16 nograph"}, {"f16", "f16 kvf32"}, {"f16", "f16 noflash"}, {"f16", "f16 nofuse"}, {"f16", "f16 split32"}, {"f16", "f16 split64"}}, fullFormats...)
 	for _, f := range runs {
 		emb, variant, _ := strings.Cut(f[1], " ")
 		if *perfFormats != "" {
@@ -135,6 +137,9 @@ func TestPerf(t *testing.T) {
 		}
 		g.UseGraphs = !noGraph
 		g.noFlash, g.noFuse = variant == "noflash", variant == "nofuse"
+		if c, ok := strings.CutPrefix(variant, "split"); ok {
+			g.attMin, _ = strconv.Atoi(c)
+		}
 		if variant == "kvf32" {
 			if err := g.SetKVType(KVF32); err != nil {
 				t.Fatal(err)
