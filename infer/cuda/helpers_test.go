@@ -51,6 +51,15 @@ func relErr(got, want []float32) float64 {
 	return math.Sqrt(num / den)
 }
 
+// randTokens returns n token ids drawn uniformly from [0, vocab).
+func randTokens(rng *rand.Rand, vocab, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = rng.IntN(vocab)
+	}
+	return out
+}
+
 func randVec(rng *rand.Rand, n int, scale float32) []float32 {
 	v := make([]float32, n)
 	for i := range v {

@@ -28,13 +28,7 @@ func TestPagedCache(t *testing.T) {
 				t.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(5, 6))
-			seq := func(n int) []int {
-				s := make([]int, n)
-				for i := range s {
-					s[i] = rng.IntN(m.Vocab)
-				}
-				return s
-			}
+			seq := func(n int) []int { return randTokens(rng, m.Vocab, n) }
 			const n = 30
 			base := seq(37)
 			// The three sequences' full token lists: src goes on after its 37;

@@ -106,13 +106,7 @@ func TestPerf(t *testing.T) {
 	bw := copyBandwidth(t)
 	m := loadHF(t, *model1B)
 	rng := rand.New(rand.NewPCG(11, 12))
-	randToks := func(n int) []int {
-		out := make([]int, n)
-		for i := range out {
-			out[i] = rng.IntN(m.Vocab)
-		}
-		return out
-	}
+	randToks := func(n int) []int { return randTokens(rng, m.Vocab, n) }
 	var rows []string
 	// A run's embedding format may carry a variant: " nograph" (no CUDA
 	// graphs, batch-1 decode only), " kvf32" (a float32 KV cache), " noflash"
