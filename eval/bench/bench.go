@@ -63,8 +63,9 @@ type ModelInfo struct {
 	KVBytesPerToken int64   `json:"kv_bytes_per_token"` // keys and values of every layer for one position
 	BPW             float64 `json:"bpw,omitempty"`      // 8 * WeightBytes / Params
 	Vocab           int     `json:"vocab"`
-	MaxSeq          int     `json:"max_seq"` // context length
-	Backend         string  `json:"backend"` // "cpu", "cuda", ...
+	MaxSeq          int     `json:"max_seq"`            // context length
+	Backend         string  `json:"backend"`            // "cpu", "cuda", ...
+	KVCache         string  `json:"kv_cache,omitempty"` // the KV cache's element type: "f32", "f16"
 }
 
 // Options configure Run. Zero fields take the defaults below.

@@ -206,8 +206,8 @@ func TestInferTarget(t *testing.T) {
 	}
 	tgt := NewInferTarget(m, ModelInfo{WeightBytes: 1 << 20, Params: 1 << 18})
 	// dim 64, 5 layers, 4 KV heads of 8: 2*5*4*8 float32 values per position.
-	if got := tgt.Info().KVBytesPerToken; got != 2*5*4*8*4 {
-		t.Errorf("kv bytes per token = %d", got)
+	if got := tgt.Info(); got.KVBytesPerToken != 2*5*4*8*4 || got.KVCache != "f32" {
+		t.Errorf("kv bytes per token = %d, cache %q", got.KVBytesPerToken, got.KVCache)
 	}
 	r, err := Run(context.Background(), tgt, Options{Prompts: []int{32, 100000}, Batches: []int{1, 3}, Context: 4, DecodeTokens: 4, Repeats: 2})
 	if err != nil {

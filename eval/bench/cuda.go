@@ -28,13 +28,13 @@ type CUDATarget struct {
 
 // NewCUDATarget wraps g (uploaded to d from a model with configuration c).
 // info's WeightBytes, Params, Path and Format are the caller's; Vocab,
-// MaxSeq, KVBytesPerToken (the device cache, in its element type) and
-// Backend are filled.
+// MaxSeq, KVBytesPerToken and KVCache (the device cache and its element
+// type) and Backend are filled.
 // base is the device memory in use before the upload (Device.MemInfo's total
 // minus free), which PeakBytes leaves out.
 func NewCUDATarget(d *cuda.Device, g *cuda.Model, c *infer.Config, info ModelInfo, base int64) *CUDATarget {
 	info.Vocab, info.MaxSeq, info.Backend = c.Vocab, c.MaxSeq, "cuda"
-	info.KVBytesPerToken = g.KVBytesPerToken()
+	info.KVBytesPerToken, info.KVCache = g.KVBytesPerToken(), g.KVType()
 	return &CUDATarget{d: d, g: g, info: info, base: base}
 }
 

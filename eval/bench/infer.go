@@ -19,7 +19,7 @@ type InferTarget struct {
 // KVBytesPerToken and Backend are filled from the model.
 func NewInferTarget(m *infer.Model, info ModelInfo) *InferTarget {
 	c := &m.Config
-	info.Vocab, info.MaxSeq, info.Backend = c.Vocab, c.MaxSeq, "cpu"
+	info.Vocab, info.MaxSeq, info.Backend, info.KVCache = c.Vocab, c.MaxSeq, "cpu", "f32"
 	info.KVBytesPerToken = KVBytesPerToken(c, 4)
 	return &InferTarget{m: m, info: info, r: infer.NewRunner(m)}
 }

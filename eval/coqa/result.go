@@ -26,9 +26,10 @@ const (
 type ModelInfo struct {
 	Path    string  `json:"path"`
 	SHA256  string  `json:"sha256,omitempty"`
-	BPW     float64 `json:"bpw,omitempty"`     // bits per weight
-	Format  string  `json:"format,omitempty"`  // e.g. "gguf q4_k"
-	Backend string  `json:"backend,omitempty"` // e.g. "cuda", "cpu"
+	BPW     float64 `json:"bpw,omitempty"`      // bits per weight
+	Format  string  `json:"format,omitempty"`   // e.g. "gguf q4_k"
+	Backend string  `json:"backend,omitempty"`  // e.g. "cuda", "cpu"
+	KVCache string  `json:"kv_cache,omitempty"` // the KV cache's element type: "f32", "f16"
 }
 
 // DatasetInfo identifies the data a result was computed on.

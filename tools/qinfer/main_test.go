@@ -162,8 +162,9 @@ func TestEvalCoQA(t *testing.T) {
 			N        int
 			F1, EM   *float64
 			Model    struct {
-				SHA256 string
-				BPW    float64
+				SHA256  string
+				BPW     float64
+				KVCache string `json:"kv_cache"`
 			}
 			Timings struct {
 				PromptTokens       int `json:"prompt_tokens"`
@@ -176,7 +177,7 @@ func TestEvalCoQA(t *testing.T) {
 		if err := json.Unmarshal(b, &res); err != nil {
 			t.Fatal(err)
 		}
-		if res.N != tc.n || len(res.Predictions) != tc.n || res.F1 == nil || res.EM == nil || len(res.Model.SHA256) != 64 || res.Model.BPW != 32 {
+		if res.N != tc.n || len(res.Predictions) != tc.n || res.F1 == nil || res.EM == nil || len(res.Model.SHA256) != 64 || res.Model.BPW != 32 || res.Model.KVCache != "f32" {
 			t.Errorf("%s: incomplete result: %s", tc.protocol, b[:min(len(b), 600)])
 		}
 		if tc.protocol == "all-turns" && res.Timings.CachedPromptTokens == 0 {

@@ -165,7 +165,7 @@ func TestPPLDevice(t *testing.T) {
 	if !cudaAvailable() && plain != cpu {
 		t.Errorf("default device:\n%s\n--device cpu:\n%s", plain, cpu)
 	}
-	if !strings.Contains(cpu, "device           cpu\n") {
+	if !strings.Contains(cpu, "device           cpu (KV cache f32)\n") {
 		t.Errorf("no device line:\n%s", cpu)
 	}
 	if !cudaBuilt {
