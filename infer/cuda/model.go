@@ -257,6 +257,9 @@ func (g *Model) ensure(p *cu.DevicePtr, have *int64, n int64, what string) error
 // number of selected rows.
 func (g *Model) run(steps []Step) (int, error) {
 	c := &g.Config
+	if g.weights == nil {
+		return 0, errors.New("cuda: forward: the model was closed")
+	}
 	n, maxLen := 0, 0
 	for i, s := range steps {
 		if len(s.Tokens) == 0 {

@@ -306,4 +306,19 @@ func TestErrors(t *testing.T) {
 	if g.KVBytes() != kvBefore {
 		t.Errorf("a failed KV cache left the pool at %d bytes (was %d)", g.KVBytes(), kvBefore)
 	}
+	// A step after Close is an error, not a launch over freed memory; the
+	// cache's Free after Close is harmless.
+	g2, err := dev.Upload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := g2.NewCache(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2.Close()
+	if _, err := g2.Forward([]Step{{Cache: c2, Tokens: []int{1}}}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("forward after Close: %v, want an error saying the model was closed", err)
+	}
+	c2.Free()
 }
