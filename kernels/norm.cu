@@ -2,10 +2,12 @@
 #include "qllama.cuh"
 
 // rmsnorm: out[i] = w * x[rows[i]] / sqrt(mean(x^2) + eps) for n rows of dim
-// values; rows may be null (row i of x). One block per row, blockDim a
-// multiple of 32, at most 1024.
+// values, as float32 (out) and/or rounded to FP16 (outh, the tensor-core
+// path's GEMM input); either may be null, and rows may be null (row i of x).
+// One block per row, blockDim a multiple of 32, at most 1024.
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
-                                   const int* __restrict__ rows, long long n, long long dim, double eps) {
+                                   __half* __restrict__ outh, const int* __restrict__ rows, long long n, long long dim,
+                                   double eps) {
     const long long i = blockIdx.x;
     if (i >= n) return;
     const float* xr = x + (rows ? (long long)rows[i] : i) * dim;
@@ -22,7 +24,11 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __r
     }
     __syncthreads();
     const float inv = (float)(1.0 / sqrt((double)(part[0] / (float)dim + (float)eps)));
-    for (long long j = threadIdx.x; j < dim; j += blockDim.x) out[i * dim + j] = w[j] * (xr[j] * inv);
+    for (long long j = threadIdx.x; j < dim; j += blockDim.x) {
+        const float v = w[j] * (xr[j] * inv);
+        if (out) out[i * dim + j] = v;
+        if (outh) outh[i * dim + j] = __float2half_rn(v);
+    }
 }
 
 // argmax_reduce folds (value, index) into (best, bi): larger value wins, the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"gorgonia.org/cu"
 )
@@ -142,13 +143,27 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 	eps := float64(c.NormEps)
 	var errs []error
 	do := func(err error) { errs = append(errs, err) }
+	anyFmt := func(f func(int) bool, ws ...*weight) bool {
+		return slices.ContainsFunc(ws, func(w *weight) bool { return f(w.format) })
+	}
+	isF32 := func(f int) bool { return f == fmtF32 }
+	notF32 := func(f int) bool { return f != fmtF32 }
 	half := func(src cu.DevicePtr, count int64, ws ...*weight) {
-		for _, w := range ws {
-			if w.format != fmtF32 {
-				do(g.d.launch("to_half", dim3{x: int((count + 255) / 256)}, 256, 0, src, b.xh, count))
-				return
-			}
+		if anyFmt(notF32, ws...) {
+			do(g.d.launch("to_half", dim3{x: int((count + 255) / 256)}, 256, 0, src, b.xh, count))
 		}
+	}
+	// norm writes RMSNorm(x) as the inputs ws's GEMMs read: float32 in
+	// buf.xn for float32 weights, FP16 in buf.xh for the others.
+	norm := func(rows int, w, sel cu.DevicePtr, ws ...*weight) {
+		var out, outh cu.DevicePtr
+		if anyFmt(isF32, ws...) {
+			out = b.xn
+		}
+		if anyFmt(notF32, ws...) {
+			outh = b.xh
+		}
+		do(g.d.launch("rmsnorm", dim3{x: rows}, normThreads, 0, b.x, w, out, outh, sel, int64(rows), dim, eps))
 	}
 	// capture adds XᵀX of a stage's FP16 input (buf.xh) to the calibration
 	// Hessian sum and says whether the pass stops there.
@@ -168,8 +183,7 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 	}
 	for l := range g.layers {
 		L := &g.layers[l]
-		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
-		half(b.xn, N*dim, L.q, L.k, L.v)
+		norm(n, L.attnNorm, 0, L.q, L.k, L.v)
 		if capture(calibQKV, dim) {
 			return errors.Join(errs...)
 		}
@@ -191,8 +205,7 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 			return errors.Join(errs...)
 		}
 		do(g.linear(bl, L.o, b.att, b.x, N, true))
-		do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
-		half(b.xn, N*dim, L.gate, L.up)
+		norm(n, L.ffnNorm, 0, L.gate, L.up)
 		if capture(calibGateUp, dim) {
 			return errors.Join(errs...)
 		}
@@ -221,11 +234,11 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 		do(g.d.st.copyDtoD(hook.in, b.x, N*dim*4))
 		return errors.Join(errs...)
 	}
-	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, m.sel, int64(nsel), dim, eps))
 	if nsel > gemmRows {
-		half(b.xn, int64(nsel)*dim, g.output)
+		norm(nsel, g.norm, m.sel, g.output)
 		do(g.linear(bl, g.output, b.xn, b.logits, int64(nsel), false))
 	} else {
+		do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, cu.DevicePtr(0), m.sel, int64(nsel), dim, eps))
 		do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
 	}
 	return errors.Join(errs...)

@@ -255,18 +255,36 @@ func TestRMSNorm(t *testing.T) {
 		}
 		dx, dw := devF32(t, x), devF32(t, w)
 		dy := poisoned(t, n*dim)
-		if err := dev.launch("rmsnorm", dim3{x: n}, normThreads, 0, dx, dw, dy, cu.DevicePtr(0), int64(n), int64(dim), eps); err != nil {
+		dh, err := dev.alloc(int64(2*n*dim), "half output")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.fencePending = true
+		cu.MemsetD16(dh, 0x7e00, int64(n*dim)) // FP16 NaN
+		if err := dev.launch("rmsnorm", dim3{x: n}, normThreads, 0, dx, dw, dy, dh, cu.DevicePtr(0), int64(n), int64(dim), eps); err != nil {
 			t.Fatal(err)
 		}
 		if e := relErr(fetch(t, dy, n*dim), want); e > 1e-6 {
 			t.Errorf("dim %d: relative error %.3g", dim, e)
 		}
+		hb := make([]uint16, n*dim)
+		if err := download(hb, dh); err != nil {
+			t.Fatal(err)
+		}
+		gotH := make([]float32, n*dim)
+		for i, b := range hb {
+			gotH[i] = float16.Frombits(b).Float32()
+		}
+		if e := relErr(gotH, want); e > 1e-3 {
+			t.Errorf("dim %d: FP16 output relative error %.3g", dim, e)
+		}
+		cu.MemFree(dh)
 		dsel, err := upload(dev, sel, "sel")
 		if err != nil {
 			t.Fatal(err)
 		}
 		dy = poisoned(t, len(sel)*dim)
-		if err := dev.launch("rmsnorm", dim3{x: len(sel)}, normThreads, 0, dx, dw, dy, dsel, int64(len(sel)), int64(dim), eps); err != nil {
+		if err := dev.launch("rmsnorm", dim3{x: len(sel)}, normThreads, 0, dx, dw, dy, cu.DevicePtr(0), dsel, int64(len(sel)), int64(dim), eps); err != nil {
 			t.Fatal(err)
 		}
 		if e := relErr(fetch(t, dy, len(sel)*dim), wantSel); e > 1e-6 {

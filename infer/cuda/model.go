@@ -488,7 +488,7 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, decode bool, m stepMeta) erro
 		// batch-32 decode and prefill ran at half speed fused).
 		xin, nw := b.x, L.attnNorm
 		if N > fuseNormRows {
-			do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+			do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.attnNorm, b.xn, cu.DevicePtr(0), cu.DevicePtr(0), N, dim, eps))
 			xin, nw = b.xn, 0
 		}
 		do(g.matvecs([]*weight{L.q, L.k, L.v}, xin, []cu.DevicePtr{b.q, b.k, b.v}, N, nw))
@@ -501,7 +501,7 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, decode bool, m stepMeta) erro
 		do(g.matvec(L.o, b.att, b.x, N, true, 0))
 		xin, nw = b.x, L.ffnNorm
 		if N > fuseNormRows {
-			do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), N, dim, eps))
+			do(g.d.launch("rmsnorm", dim3{x: n}, normThreads, 0, b.x, L.ffnNorm, b.xn, cu.DevicePtr(0), cu.DevicePtr(0), N, dim, eps))
 			xin, nw = b.xn, 0
 		}
 		do(g.swiglu(L.gate, L.up, xin, b.h, N, nw))
@@ -515,7 +515,7 @@ func (g *Model) enqueue(n, nsel int, nsplit int64, decode bool, m stepMeta) erro
 		do(g.matvec(g.output, b.x, b.logits, 1, false, g.norm))
 		return errors.Join(errs...)
 	}
-	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, m.sel, int64(nsel), dim, eps))
+	do(g.d.launch("rmsnorm", dim3{x: nsel}, normThreads, 0, b.x, g.norm, b.xn, cu.DevicePtr(0), m.sel, int64(nsel), dim, eps))
 	do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
 	return errors.Join(errs...)
 }
