@@ -50,6 +50,7 @@ func sweepCommand() *cli.Command {
 			&cli.BoolFlag{Name: "keep-models", Usage: "keep each converted model file (DIR/NAME/model.gguf) after its experiment"},
 			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
 			deviceFlag(),
+			kvCacheFlag(),
 			&cli.StringFlag{Name: "nvml", Value: "auto", Usage: "record each worker's GPU with NVML: auto, on or off"},
 			&cli.BoolFlag{Name: "no-bench", Usage: "skip the benchmark step"},
 		}, benchFlags("bench-")...),
@@ -230,6 +231,7 @@ type study struct {
 	threads  int
 	nvml     string
 	device   string // cpu or cuda: where CoQA, perplexity and the benchmark run
+	kv       string // --kv-cache for the experiments' models (the reference keeps its default)
 
 	refOnce sync.Once
 	ref     *loaded
@@ -244,6 +246,11 @@ func newStudy(c *cli.Context, exps []sweep.Experiment, device string) (*study, e
 	if fi, err := os.Stat(st.modelDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("--model-dir %s: not a directory (%v)", st.modelDir, err)
 	}
+	kv, err := pickKVCache(c.String("kv-cache"), device)
+	if err != nil {
+		return nil, err
+	}
+	st.kv = kv
 	if _, err := openProbe(st.nvml, 0); err != nil && st.nvml == "on" {
 		return nil, err
 	}
@@ -436,6 +443,7 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 	defer l.Close()
 	e := j.Experiment.Eval
 	info := describe(l)
+	l.kv = st.kv
 	b, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{})
 	if err != nil {
 		return nil, err
@@ -474,6 +482,7 @@ func (st *study) ppl(ctx context.Context, j sweep.Job) (*sweep.PPLScore, error) 
 		return nil, err
 	}
 	defer l.Close()
+	l.kv = st.kv
 	b, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{})
 	if err != nil {
 		return nil, err
@@ -508,6 +517,7 @@ func (st *study) bench(ctx context.Context, j sweep.Job) (*bench.Result, error) 
 	b := j.Experiment.Bench
 	opt := bench.Options{Prompts: b.Prompts, Batches: b.Batches, Context: b.Context, DecodeTokens: b.DecodeTokens, Repeats: b.Repeats}
 	info := describe(l)
+	l.kv = st.kv
 	be, err := openBackend(st.device, j.GPU, l, bench.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Params: info.Params, WeightBytes: info.WeightBytes})
 	if err != nil {
 		return nil, err

@@ -134,6 +134,8 @@ func TestSweepFlagErrors(t *testing.T) {
 		{"bad prompts", []string{"--bench-prompts", "12,x"}, "--bench-prompts"},
 		{"missing calib file", []string{"--calib", "c4=/nonexistent"}, "/nonexistent"},
 		{"missing coqa", []string{"--coqa", "/nonexistent.json"}, "nonexistent"},
+		{"f16 cache on the cpu", []string{"--device", "cpu", "--kv-cache", "f16"}, "--kv-cache f16"},
+		{"bad kv cache", []string{"--kv-cache", "q8"}, "--kv-cache"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
