@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 
 	"gorgonia.org/cu"
 )
@@ -90,25 +89,19 @@ func (g *Model) gemmBuffers(n int64, spans []span) error {
 	if err := g.ensure(&b.wh, &b.whCap, dequantHalfs*2, "the FP16 weight scratch"); err != nil {
 		return err
 	}
-	var sc int64
+	var sc, kv int64 // GEMM attention's scores and gathered keys and values
 	for _, s := range spans {
 		if s.n >= attGemmRows && !g.flashOK() {
 			_, ld := g.attChunk(s)
 			sc = max(sc, int64(c.Heads)*min(s.n, attQueryChunk)*ld*4)
+			kv = max(kv, 2*(s.start+s.n)*g.kvDim()*4)
 		}
 	}
-	sc = min(sc, attScoreBytes)
 	if sc == 0 {
 		return nil
 	}
-	if err := g.ensure(&b.sc, &b.scCap, sc, "attention scores"); err != nil {
+	if err := g.ensure(&b.sc, &b.scCap, min(sc, attScoreBytes), "attention scores"); err != nil {
 		return err
-	}
-	var kv int64
-	for _, s := range spans {
-		if s.n >= attGemmRows && !g.flashOK() {
-			kv = max(kv, 2*(s.start+s.n)*g.kvDim()*4)
-		}
 	}
 	return g.ensure(&b.kvg, &b.kvgCap, kv, "gathered keys and values")
 }
@@ -126,7 +119,7 @@ func (g *Model) attChunk(s span) (int64, int64) {
 
 // enqueueGemm launches one forward step on the tensor-core path (see the
 // constants above); the arguments are enqueue's.
-func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool, m stepMeta) error {
+func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, m stepMeta) error {
 	c := &g.Config
 	b := &g.buf
 	bl := g.d.blas
@@ -143,13 +136,8 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 	eps := float64(c.NormEps)
 	var errs []error
 	do := func(err error) { errs = append(errs, err) }
-	anyFmt := func(f func(int) bool, ws ...*weight) bool {
-		return slices.ContainsFunc(ws, func(w *weight) bool { return f(w.format) })
-	}
-	isF32 := func(f int) bool { return f == fmtF32 }
-	notF32 := func(f int) bool { return f != fmtF32 }
 	half := func(src cu.DevicePtr, count int64, ws ...*weight) {
-		if anyFmt(notF32, ws...) {
+		if _, h := gemmInputs(ws); h {
 			do(g.d.launch("to_half", dim3{x: int((count + 255) / 256)}, 256, 0, src, b.xh, count))
 		}
 	}
@@ -157,10 +145,11 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 	// buf.xn for float32 weights, FP16 in buf.xh for the others.
 	norm := func(rows int, w, sel cu.DevicePtr, ws ...*weight) {
 		var out, outh cu.DevicePtr
-		if anyFmt(isF32, ws...) {
+		f, h := gemmInputs(ws)
+		if f {
 			out = b.xn
 		}
-		if anyFmt(notF32, ws...) {
+		if h {
 			outh = b.xh
 		}
 		do(g.d.launch("rmsnorm", dim3{x: rows}, normThreads, 0, b.x, w, out, outh, sel, int64(rows), dim, eps))
@@ -190,12 +179,8 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 		do(g.linear(bl, L.q, b.xn, b.q, N, false))
 		do(g.linear(bl, L.k, b.xn, b.k, N, false))
 		do(g.linear(bl, L.v, b.xn, b.v, N, false))
-		if decode {
-			do(g.decodeAttention(int64(l), N, nsplit, m))
-		} else {
-			do(g.ropeStore(int64(l), N, m))
-			do(g.attention(bl, int64(l), spans, nsplit, m))
-		}
+		do(g.ropeStore(int64(l), N, m))
+		do(g.attention(bl, int64(l), spans, nsplit, m))
 		half(b.att, N*qDim, L.o)
 		if capture(calibO, qDim) {
 			return errors.Join(errs...)
@@ -242,6 +227,19 @@ func (g *Model) enqueueGemm(n, nsel int, nsplit int64, spans []span, decode bool
 		do(g.matvec(g.output, b.xn, b.logits, int64(nsel), false, 0))
 	}
 	return errors.Join(errs...)
+}
+
+// gemmInputs says which inputs the GEMMs of ws read: float32 (a float32
+// weight) and/or FP16 (any other).
+func gemmInputs(ws []*weight) (f32, f16 bool) {
+	for _, w := range ws {
+		if w.format == fmtF32 {
+			f32 = true
+		} else {
+			f16 = true
+		}
+	}
+	return f32, f16
 }
 
 // linear computes dst (+)= W x for n rows by GEMM: x is xf (float32) for a

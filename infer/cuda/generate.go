@@ -19,8 +19,9 @@ import (
 // Like infer.Runner.Generate it reuses prompt prefixes within a Group: a
 // request starts from the KV cache pages of the longest common prefix with
 // its group's previous request (shared, not copied: see Cache.CopyPrefix;
-// reported in CachedPromptTokens) and prefills only the rest; a request whose group is
-// being prefilled in the same step waits one step to share it. The caches of
+// reported in CachedPromptTokens) and prefills only the rest; a request
+// whose group is being prefilled in the same step waits one step to share
+// it. The caches of
 // the 2 + MaxBatch/8 most recent groups are kept between calls (a story's
 // turns may come in several calls); DropPrefixes frees them.
 //

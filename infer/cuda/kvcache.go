@@ -229,22 +229,16 @@ func (g *Model) NewCache(capacity int) (*Cache, error) {
 
 func (g *Model) kvDim() int64 { return int64(g.KVHeads * g.HeadDim) }
 
+// pagesFor is the pages that hold positions [0, n).
+func pagesFor(n int) int { return (n + kvPage - 1) / kvPage }
+
 // Cap is the positions the cache's pages hold.
 func (c *Cache) Cap() int { return len(c.pages) * kvPage }
-
-// Bytes is the device memory of the cache's pages (shared pages counted in
-// full).
-func (c *Cache) Bytes() int64 {
-	if c.g.kv == nil {
-		return 0
-	}
-	return int64(len(c.pages)) * c.g.kv.pageBytes
-}
 
 // reserve adds pages until the cache holds n positions. More than the pool's
 // free pages and the device's free memory can give is an OOMError at once.
 func (c *Cache) reserve(n int) error {
-	missing := int64((n-c.Cap()+kvPage-1)/kvPage) - int64(len(c.g.pool().free))
+	missing := int64(pagesFor(n-c.Cap())) - int64(len(c.g.pool().free))
 	if missing > 0 {
 		need := missing * c.g.kv.pageBytes
 		if free, total, err := c.g.d.MemInfo(); err == nil && need > free {
@@ -322,7 +316,7 @@ func (c *Cache) CopyPrefix(src *Cache, n int) error {
 	if n <= 0 {
 		return nil
 	}
-	np := (n + kvPage - 1) / kvPage
+	np := pagesFor(n)
 	if len(src.pages) < np {
 		return errors.New("cuda: copy prefix: the source cache was freed")
 	}

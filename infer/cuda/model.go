@@ -305,12 +305,10 @@ func (g *Model) run(steps []Step) (int, error) {
 	}
 	nsel := len(sel)
 	spans := make([]span, len(steps))
-	tabOff := make([]int, len(steps))
 	t, pages := 0, 0
 	for i, s := range steps {
-		tabOff[i] = pages
-		pages += (s.Cache.Len + len(s.Tokens) + kvPage - 1) / kvPage
-		spans[i] = span{r0: int64(t), n: int64(len(s.Tokens)), start: int64(s.Cache.Len), tab: int64(tabOff[i])}
+		spans[i] = span{r0: int64(t), n: int64(len(s.Tokens)), start: int64(s.Cache.Len), tab: int64(pages)}
+		pages += pagesFor(s.Cache.Len + len(s.Tokens))
 		t += len(s.Tokens)
 	}
 	gemm := g.useGemm(n)
@@ -323,11 +321,11 @@ func (g *Model) run(steps []Step) (int, error) {
 		for j, id := range s.Tokens {
 			le.PutUint32(meta[4*t:], uint32(id))
 			le.PutUint32(meta[4*n+4*t:], uint32(s.Cache.Len+j))
-			le.PutUint32(meta[8*n+4*t:], uint32(tabOff[i]))
+			le.PutUint32(meta[8*n+4*t:], uint32(spans[i].tab))
 			t++
 		}
-		for j, pg := range s.Cache.pages[:(s.Cache.Len+len(s.Tokens)+kvPage-1)/kvPage] {
-			le.PutUint64(meta[tabAt+8*int64(tabOff[i]+j):], uint64(pg))
+		for j, pg := range s.Cache.pages[:pagesFor(s.Cache.Len+len(s.Tokens))] {
+			le.PutUint64(meta[tabAt+8*(spans[i].tab+int64(j)):], uint64(pg))
 		}
 	}
 	for i, r := range sel {
@@ -401,14 +399,15 @@ func (g *Model) run(steps []Step) (int, error) {
 	m := stepMeta{ids: b.meta, pos: b.meta + cu.DevicePtr(4*n), off: b.meta + cu.DevicePtr(8*n),
 		sel: b.meta + cu.DevicePtr(12*n), tab: b.meta + cu.DevicePtr(tabAt)}
 
-	// A batch-1 decode step folds RoPE and the cache store into the
-	// attention launch (measured on the H100: +2% at batch 1, but 11% and 24%
-	// slower steps at batch 32 and 256, where every split block redoing the
-	// rotation costs more than the launch it saves).
+	// A batch-1 decode step (always on the matrix-vector path) folds RoPE
+	// and the cache store into the attention launch (measured on the H100:
+	// +2% at batch 1, but 11% and 24% slower steps at batch 32 and 256, where
+	// every split block redoing the rotation costs more than the launch it
+	// saves).
 	decode := n == 1 && !g.noFuse
 	enqueue := func() error {
 		if gemm {
-			return g.enqueueGemm(n, nsel, nsplit, spans, decode, m)
+			return g.enqueueGemm(n, nsel, nsplit, spans, m)
 		}
 		return g.enqueue(n, nsel, nsplit, decode, m)
 	}
