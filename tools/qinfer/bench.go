@@ -109,7 +109,6 @@ func (d describeOnly) Meter() (bench.Meter, error) {
 // backend is a model placed on the CPU or a GPU.
 type backend struct {
 	name   string
-	kv     string // the KV cache's element type
 	target bench.Target
 	gen    generator
 	energy bool // the model runs on the GPU NVML meters
@@ -129,7 +128,7 @@ func openBackend(device string, gpu int, l *loaded, info bench.ModelInfo) (*back
 	if dev == "cuda" {
 		return cudaBackend(gpu, l, info)
 	}
-	return &backend{name: "cpu", kv: "f32", target: bench.NewInferTarget(l.model, info), gen: infer.NewRunner(l.model), scorer: ppl.CPU(l.model), close: func() {}}, nil
+	return &backend{name: "cpu", target: bench.NewInferTarget(l.model, info), gen: infer.NewRunner(l.model), scorer: ppl.CPU(l.model), close: func() {}}, nil
 }
 
 // probe returns the device probe for a benchmark on b: NVML with energy for

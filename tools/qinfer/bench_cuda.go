@@ -39,7 +39,6 @@ func cudaBackend(gpu int, l *loaded, info bench.ModelInfo) (*backend, error) {
 	sc := &cudaScorer{g: g}
 	return &backend{
 		name:   "cuda",
-		kv:     g.KVType(),
 		target: bench.NewCUDATarget(d, g, &l.model.Config, info, total0-free0),
 		gen:    g,
 		energy: true,

@@ -111,7 +111,7 @@ func runCoQA(c *cli.Context) error {
 		return err
 	}
 	defer be.close()
-	mi := &coqa.ModelInfo{Path: l.path, SHA256: sum, Format: info.Format, Backend: be.name, KVCache: be.kv}
+	mi := &coqa.ModelInfo{Path: l.path, SHA256: sum, Format: info.Format, Backend: be.name, KVCache: be.target.Info().KVCache}
 	if info.Params > 0 {
 		mi.BPW = 8 * float64(info.WeightBytes) / float64(info.Params)
 	}

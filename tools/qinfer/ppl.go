@@ -121,7 +121,7 @@ func runPPL(c *cli.Context) error {
 		return enc.Encode(res)
 	}
 	fmt.Fprintf(w, "model            %s\n", res.Model)
-	fmt.Fprintf(w, "device           %s (KV cache %s)\n", b.name, b.kv)
+	fmt.Fprintf(w, "device           %s (KV cache %s)\n", b.name, b.target.Info().KVCache)
 	fmt.Fprintf(w, "text             %s: %d tokens, %d windows of %d, %d tokens scored\n", textPath, res.CorpusTokens, res.Windows, res.Ctx, res.Tokens)
 	fmt.Fprintf(w, "perplexity       %.4f ± %.4f\n", res.PPL, res.PPLStderr)
 	if k := res.KL; k != nil {

@@ -449,7 +449,7 @@ func (st *study) coqa(ctx context.Context, j sweep.Job) (*sweep.CoQAScore, error
 		return nil, err
 	}
 	defer b.close()
-	mi := &coqa.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Backend: b.name, KVCache: b.kv}
+	mi := &coqa.ModelInfo{Path: l.path, Format: info.Format + " " + info.DType, Backend: b.name, KVCache: b.target.Info().KVCache}
 	if info.Params > 0 {
 		mi.BPW = 8 * float64(info.WeightBytes) / float64(info.Params)
 	}
